@@ -1,0 +1,641 @@
+//! Spawning an entity and the entity loop: the heart of the runtime.
+//!
+//! An entity is a tokio task that owns its state. Commands arrive through a
+//! bounded mailbox. The loop takes one command, drains what is already queued
+//! (up to `max_batch`), handles each command against the state as changed by the
+//! ones before it, appends all their events in ONE [`EventLog::append`], and only
+//! then sends the replies. If the append fails, every command of the batch gets
+//! the cause and the entity stops; its handles report that cause from then on.
+
+use crate::{
+    Binarize, Command, EntityRef, EventLog, EventSourced, HandleCommandError, SeqNo, SnapshotStore,
+    binarize::BinarizeError,
+    entity_ref::Shared,
+    event_log::EventLogError,
+    event_sourced::{Effect, Events, MakeReply},
+    snapshot_store::SnapshotStoreError,
+};
+use bytes::Bytes;
+use futures::StreamExt;
+use std::{
+    fmt,
+    num::{NonZeroU64, NonZeroUsize},
+    sync::{Arc, OnceLock},
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{Span, debug, warn};
+
+/// The sending side of an entity's mailbox.
+pub(crate) type Mailbox<E> = mpsc::Sender<Box<dyn Message<E>>>;
+
+/// Extension methods for [`EventSourced`] types.
+pub trait EventSourcedExt: EventSourced {
+    /// Starts building an entity with `self` as the state before any event.
+    fn entity(self) -> EntityBuilder<Self> {
+        EntityBuilder {
+            initial_state: self,
+            options: EntityOptions::default(),
+        }
+    }
+}
+
+impl<E: EventSourced> EventSourcedExt for E {}
+
+/// Options of a spawned entity.
+///
+/// ```
+/// use eventsourced::EntityOptions;
+/// let options = EntityOptions::default();
+/// assert_eq!(options.snapshot_every, None);
+/// assert_eq!(options.mailbox_size, 256);
+/// assert_eq!(options.max_batch, 256);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityOptions {
+    /// Save a snapshot whenever the seq_no crosses a multiple of this number;
+    /// `None` never saves one.
+    pub snapshot_every: Option<NonZeroU64>,
+    /// Commands that can wait in the mailbox before senders wait too.
+    pub mailbox_size: usize,
+    /// The most commands handled in one batch (one append).
+    pub max_batch: usize,
+}
+
+impl Default for EntityOptions {
+    fn default() -> Self {
+        EntityOptions {
+            snapshot_every: None,
+            mailbox_size: 256,
+            max_batch: 256,
+        }
+    }
+}
+
+/// An entity to be spawned, with its options; see [`EventSourcedExt::entity`].
+#[derive(Debug)]
+pub struct EntityBuilder<E> {
+    initial_state: E,
+    options: EntityOptions,
+}
+
+impl<E: EventSourced> EntityBuilder<E> {
+    /// Saves a snapshot whenever the seq_no crosses a multiple of `n`; 0 never.
+    pub fn snapshot_every(mut self, n: u64) -> Self {
+        self.options.snapshot_every = NonZeroU64::new(n);
+        self
+    }
+
+    /// How many commands can wait in the mailbox (at least 1).
+    pub fn mailbox_size(mut self, n: usize) -> Self {
+        self.options.mailbox_size = n;
+        self
+    }
+
+    /// The most commands handled in one batch (at least 1).
+    pub fn max_batch(mut self, n: usize) -> Self {
+        self.options.max_batch = n;
+        self
+    }
+
+    /// Replaces all options at once.
+    pub fn options(mut self, options: EntityOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Recovers the entity `id` from the latest snapshot and the events after
+    /// it, then spawns its task on the current tokio runtime.
+    ///
+    /// Spawn each entity once: a second live instance of the same entity gets
+    /// a conflict on its next append and stops.
+    pub async fn spawn<L, S, B>(
+        self,
+        id: E::Id,
+        event_log: L,
+        snapshot_store: S,
+        binarize: B,
+    ) -> Result<EntityRef<E>, SpawnError>
+    where
+        L: EventLog,
+        S: SnapshotStore,
+        B: Binarize<E::Event> + Binarize<E>,
+    {
+        let EntityBuilder {
+            initial_state,
+            options,
+        } = self;
+        let max_batch = NonZeroUsize::new(options.max_batch)
+            .ok_or(SpawnError::InvalidOptions("max_batch must be at least 1"))?;
+        let mailbox_size = NonZeroUsize::new(options.mailbox_size).ok_or(
+            SpawnError::InvalidOptions("mailbox_size must be at least 1"),
+        )?;
+
+        let id_string = id.to_string();
+        let entity: Arc<str> = format!("{}/{}", E::TYPE_NAME, id_string).into();
+        let (last_seq_no, state) = recover(
+            &entity,
+            &id_string,
+            initial_state,
+            &event_log,
+            &snapshot_store,
+            &binarize,
+        )
+        .await?;
+        debug!(%entity, %last_seq_no, "entity recovered");
+
+        let (mailbox, inbox) = mpsc::channel(mailbox_size.get());
+        let shared = Arc::new(Shared {
+            entity,
+            stopped: OnceLock::new(),
+        });
+        let entity = Entity {
+            id: id.clone(),
+            id_string,
+            last_seq_no,
+            event_log,
+            binarize,
+            snapshots: Snapshots {
+                every: options.snapshot_every,
+                store: snapshot_store,
+                saver: None,
+            },
+            max_batch: max_batch.get(),
+            shared: shared.clone(),
+        };
+        tokio::spawn(entity.run(state, inbox));
+        Ok(EntityRef {
+            id,
+            mailbox,
+            shared,
+        })
+    }
+}
+
+/// Rebuilds the state: latest snapshot, then every event after it, checking
+/// that seq_nos continue without gaps up to the log's last one.
+async fn recover<E, L, S, B>(
+    entity: &Arc<str>,
+    id: &str,
+    initial_state: E,
+    event_log: &L,
+    snapshot_store: &S,
+    binarize: &B,
+) -> Result<(SeqNo, E), SpawnError>
+where
+    E: EventSourced,
+    L: EventLog,
+    S: SnapshotStore,
+    B: Binarize<E::Event> + Binarize<E>,
+{
+    let snapshot = snapshot_store
+        .load(E::TYPE_NAME, id)
+        .await
+        .map_err(|source| SpawnError::LoadSnapshot {
+            entity: entity.clone(),
+            source,
+        })?;
+    let (mut seq_no, mut state) = match snapshot {
+        Some((seq_no, bytes)) => {
+            let state = binarize
+                .decode(bytes)
+                .map_err(|source| SpawnError::DecodeSnapshot {
+                    entity: entity.clone(),
+                    seq_no,
+                    source,
+                })?;
+            (seq_no, state)
+        }
+        None => (SeqNo::ZERO, initial_state),
+    };
+
+    let read_error = |source| SpawnError::ReadEvents {
+        entity: entity.clone(),
+        source,
+    };
+    let log_last = event_log
+        .last_seq_no(E::TYPE_NAME, id)
+        .await
+        .map_err(read_error)?;
+    if seq_no > log_last {
+        return Err(SpawnError::SnapshotAheadOfLog {
+            entity: entity.clone(),
+            snapshot_seq_no: seq_no,
+            log_seq_no: log_last,
+        });
+    }
+
+    let mut events = std::pin::pin!(event_log.events_by_id(E::TYPE_NAME, id, seq_no.next()));
+    while let Some(event) = events.next().await {
+        let (event_seq_no, bytes) = event.map_err(read_error)?;
+        if event_seq_no != seq_no.next() {
+            return Err(SpawnError::Gap {
+                entity: entity.clone(),
+                expected: seq_no.next(),
+                found: Some(event_seq_no),
+            });
+        }
+        let event = binarize
+            .decode(bytes)
+            .map_err(|source| SpawnError::DecodeEvent {
+                entity: entity.clone(),
+                seq_no: event_seq_no,
+                source,
+            })?;
+        state = state.handle_event(event);
+        seq_no = event_seq_no;
+    }
+    if seq_no < log_last {
+        return Err(SpawnError::Gap {
+            entity: entity.clone(),
+            expected: seq_no.next(),
+            found: None,
+        });
+    }
+    Ok((seq_no, state))
+}
+
+/// A running entity: everything its task owns besides the state, which the
+/// loop holds by value because `handle_event` takes it by value.
+struct Entity<E: EventSourced, L, S, B> {
+    id: E::Id,
+    /// The id as the log sees it, computed once.
+    id_string: String,
+    last_seq_no: SeqNo,
+    event_log: L,
+    binarize: B,
+    snapshots: Snapshots<S>,
+    max_batch: usize,
+    shared: Arc<Shared>,
+}
+
+impl<E, L, S, B> Entity<E, L, S, B>
+where
+    E: EventSourced,
+    L: EventLog,
+    S: SnapshotStore,
+    B: Binarize<E::Event> + Binarize<E>,
+{
+    /// The entity loop. Ends when every handle is dropped, or after a failed
+    /// append (with its cause recorded for every handle).
+    async fn run(mut self, mut state: E, mut inbox: mpsc::Receiver<Box<dyn Message<E>>>) {
+        // Records a cause if the task ends without one, e.g. by a panic.
+        let _guard = RecordEndOnDrop(self.shared.clone());
+
+        let mut batch = Vec::new();
+        let mut events = Vec::new();
+        let mut encoded = Vec::new();
+
+        while let Some(first) = inbox.recv().await {
+            // 1. Take what is already queued, up to max_batch.
+            batch.push(first);
+            while batch.len() < self.max_batch {
+                match inbox.try_recv() {
+                    Ok(message) => batch.push(message),
+                    Err(_) => break,
+                }
+            }
+
+            // 2. Handle each command against the state changed by the earlier ones.
+            for message in &mut batch {
+                state = self.handle(message.as_mut(), state, &mut events, &mut encoded);
+            }
+
+            // 3. Persist all events of the batch in one append, then reply.
+            if encoded.is_empty() {
+                batch.drain(..).for_each(|message| message.complete(Ok(())));
+                continue;
+            }
+            let appended = self
+                .event_log
+                .append(E::TYPE_NAME, &self.id_string, self.last_seq_no, &encoded)
+                .await;
+            encoded.clear();
+            match appended {
+                Ok(seq_no) => {
+                    let previous = self.last_seq_no;
+                    self.last_seq_no = seq_no;
+                    batch.drain(..).for_each(|message| message.complete(Ok(())));
+                    self.snapshot_if_due(previous, &state);
+                    // Let the senders just answered queue their next commands,
+                    // so the next batch takes them all instead of alternating
+                    // between a few commands and many.
+                    tokio::task::yield_now().await;
+                }
+                Err(cause) => {
+                    warn!(entity = %self.shared.entity, error = %cause, "append failed, entity stops");
+                    let error = HandleCommandError::AppendFailed {
+                        entity: self.shared.entity.clone(),
+                        cause: Arc::new(cause),
+                    };
+                    // Record the cause before anyone can see the mailbox closed.
+                    let _ = self.shared.stopped.set(error.clone());
+                    inbox.close();
+                    batch
+                        .drain(..)
+                        .for_each(|message| message.complete(Err(error.clone())));
+                    // Dropping `inbox` drops queued commands; their senders then
+                    // read the recorded cause.
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Runs one command's handler, encodes its events and applies them to the
+    /// state. Encoding happens first, so a command whose event cannot be
+    /// encoded leaves the state untouched.
+    fn handle(
+        &self,
+        message: &mut dyn Message<E>,
+        mut state: E,
+        events: &mut Vec<E::Event>,
+        encoded: &mut Vec<Bytes>,
+    ) -> E {
+        let _span = message.span().clone().entered();
+        message.handle(&self.id, &state, events);
+        if events.is_empty() {
+            return state;
+        }
+        let start = encoded.len();
+        for event in events.iter() {
+            match self.binarize.encode(event) {
+                Ok(bytes) => encoded.push(bytes),
+                Err(cause) => {
+                    encoded.truncate(start);
+                    events.clear();
+                    message.reject_technically(HandleCommandError::EncodeEvent {
+                        entity: self.shared.entity.clone(),
+                        cause: Arc::new(cause),
+                    });
+                    return state;
+                }
+            }
+        }
+        for event in events.drain(..) {
+            state = state.handle_event(event);
+        }
+        message.applied(&state);
+        state
+    }
+
+    /// Saves a snapshot when the seq_no crossed a multiple of `snapshot_every`.
+    fn snapshot_if_due(&mut self, previous: SeqNo, state: &E) {
+        let Some(every) = self.snapshots.every else {
+            return;
+        };
+        if previous.get() / every.get() == self.last_seq_no.get() / every.get() {
+            return;
+        }
+        match self.binarize.encode(state) {
+            Ok(bytes) => self.snapshots.save(
+                &self.shared.entity,
+                &self.id_string,
+                E::TYPE_NAME,
+                self.last_seq_no,
+                bytes,
+            ),
+            Err(error) => {
+                warn!(entity = %self.shared.entity, seq_no = %self.last_seq_no, %error, "cannot encode snapshot")
+            }
+        }
+    }
+}
+
+/// Saves snapshots on a task of their own, so that a slow store never blocks
+/// command handling. Only the newest pending snapshot is kept: a save that
+/// fails is logged, and the next multiple of `every` tries again.
+struct Snapshots<S> {
+    every: Option<NonZeroU64>,
+    store: S,
+    /// Spawned at the first snapshot; ends when the entity ends.
+    saver: Option<watch::Sender<Option<(SeqNo, Bytes)>>>,
+}
+
+impl<S: SnapshotStore> Snapshots<S> {
+    fn save(
+        &mut self,
+        entity: &Arc<str>,
+        id: &str,
+        type_name: &'static str,
+        seq_no: SeqNo,
+        state: Bytes,
+    ) {
+        let saver = self.saver.get_or_insert_with(|| {
+            let (sender, mut pending) = watch::channel(None);
+            let store = self.store.clone();
+            let (entity, id) = (entity.clone(), id.to_owned());
+            tokio::spawn(async move {
+                // `changed` reports a pending value before it reports the closed
+                // channel, so the last snapshot is saved even as the entity ends.
+                while pending.changed().await.is_ok() {
+                    let Some((seq_no, state)) = pending.borrow_and_update().clone() else {
+                        continue;
+                    };
+                    match store.save(type_name, &id, seq_no, state).await {
+                        Ok(()) => debug!(%entity, %seq_no, "snapshot saved"),
+                        Err(error) => warn!(%entity, %seq_no, %error, "cannot save snapshot, retrying at the next interval"),
+                    }
+                }
+            });
+            sender
+        });
+        saver.send_replace(Some((seq_no, state)));
+    }
+}
+
+/// Records [`HandleCommandError::TaskEnded`] when the entity task ends without
+/// a cause recorded earlier, e.g. because a handler panicked.
+struct RecordEndOnDrop(Arc<Shared>);
+
+impl Drop for RecordEndOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.stopped.set(HandleCommandError::TaskEnded {
+            entity: self.0.entity.clone(),
+        });
+    }
+}
+
+/// A command on its way through the mailbox, with its type erased so one
+/// mailbox carries every command type of the entity. It carries its reply
+/// channel and its tracing span.
+pub(crate) trait Message<E: EventSourced>: Send {
+    /// Runs the command handler; pushes emitted events to `events`.
+    fn handle(&mut self, id: &E::Id, state: &E, events: &mut Vec<E::Event>);
+
+    /// The command's events were applied; computes the reply from `state`.
+    fn applied(&mut self, state: &E);
+
+    /// The command failed before its events reached the batch.
+    fn reject_technically(&mut self, error: HandleCommandError);
+
+    /// Sends the prepared outcome, or `error` if the batch's append failed.
+    fn complete(self: Box<Self>, append: Result<(), HandleCommandError>);
+
+    /// The span of the `handle_command` call that sent this command.
+    fn span(&self) -> &Span;
+}
+
+type ReplyTo<C, E> = oneshot::Sender<
+    Result<Result<<C as Command<E>>::Reply, <C as Command<E>>::Error>, HandleCommandError>,
+>;
+
+/// The one [`Message`] implementation: a command and where its reply goes.
+pub(crate) struct CommandMessage<E: EventSourced, C: Command<E>> {
+    progress: Progress<E, C>,
+    reply_to: ReplyTo<C, E>,
+    span: Span,
+}
+
+enum Progress<E: EventSourced, C: Command<E>> {
+    Received(C),
+    Applying(MakeReply<E, C::Reply>),
+    Done(Result<Result<C::Reply, C::Error>, HandleCommandError>),
+    /// Only while moving between the states above.
+    Moving,
+}
+
+impl<E: EventSourced, C: Command<E>> CommandMessage<E, C> {
+    pub(crate) fn new(command: C, reply_to: ReplyTo<C, E>, span: Span) -> Self {
+        CommandMessage {
+            progress: Progress::Received(command),
+            reply_to,
+            span,
+        }
+    }
+}
+
+impl<E: EventSourced, C: Command<E>> Message<E> for CommandMessage<E, C> {
+    fn handle(&mut self, id: &E::Id, state: &E, events: &mut Vec<E::Event>) {
+        let Progress::Received(command) = std::mem::replace(&mut self.progress, Progress::Moving)
+        else {
+            return;
+        };
+        self.progress = match command.handle_command(id, state).0 {
+            Effect::Emit {
+                events: emitted,
+                make_reply,
+            } => {
+                match emitted {
+                    Events::One(event) => events.push(event),
+                    Events::Many(emitted) => events.extend(emitted),
+                }
+                Progress::Applying(make_reply)
+            }
+            Effect::Reply(reply) => Progress::Done(Ok(Ok(reply))),
+            Effect::Reject(error) => Progress::Done(Ok(Err(error))),
+        };
+    }
+
+    fn applied(&mut self, state: &E) {
+        if let Progress::Applying(make_reply) =
+            std::mem::replace(&mut self.progress, Progress::Moving)
+        {
+            self.progress = Progress::Done(Ok(Ok(make_reply(state))));
+        }
+    }
+
+    fn reject_technically(&mut self, error: HandleCommandError) {
+        self.progress = Progress::Done(Err(error));
+    }
+
+    fn complete(self: Box<Self>, append: Result<(), HandleCommandError>) {
+        let outcome = match (append, self.progress) {
+            (Err(error), _) => Err(error),
+            (Ok(()), Progress::Done(outcome)) => outcome,
+            // Unreachable by construction: every handled message is Done.
+            (Ok(()), _) => return,
+        };
+        // The caller may have stopped waiting; that is not the entity's problem.
+        let _ = self.reply_to.send(outcome);
+    }
+
+    fn span(&self) -> &Span {
+        &self.span
+    }
+}
+
+/// A technical error when spawning an entity: it names the entity and, where it
+/// applies, the seq_no.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// An option is out of range.
+    #[error("invalid entity options: {0}")]
+    InvalidOptions(&'static str),
+
+    /// The snapshot store failed.
+    #[error("cannot load the snapshot of entity {entity}: {source}")]
+    LoadSnapshot {
+        /// `type_name/id`.
+        entity: Arc<str>,
+        /// The store's error.
+        #[source]
+        source: SnapshotStoreError,
+    },
+
+    /// The snapshot's bytes do not decode.
+    #[error("cannot decode the snapshot of entity {entity} at seq_no {seq_no}: {source}")]
+    DecodeSnapshot {
+        /// `type_name/id`.
+        entity: Arc<str>,
+        /// The snapshot's seq_no.
+        seq_no: SeqNo,
+        /// The decoding error.
+        #[source]
+        source: BinarizeError,
+    },
+
+    /// The snapshot claims events that the log does not have.
+    #[error(
+        "the snapshot of entity {entity} is at seq_no {snapshot_seq_no}, but its log ends at {log_seq_no}: snapshot store and event log do not belong together"
+    )]
+    SnapshotAheadOfLog {
+        /// `type_name/id`.
+        entity: Arc<str>,
+        /// The snapshot's seq_no.
+        snapshot_seq_no: SeqNo,
+        /// The log's last seq_no.
+        log_seq_no: SeqNo,
+    },
+
+    /// Reading the events failed.
+    #[error("cannot read the events of entity {entity}: {source}")]
+    ReadEvents {
+        /// `type_name/id`.
+        entity: Arc<str>,
+        /// The log's error.
+        #[source]
+        source: EventLogError,
+    },
+
+    /// The log is missing an event.
+    #[error("the events of entity {entity} have a gap: expected seq_no {expected}, found {}", found.map_or_else(|| "the end of the log".to_owned(), |s| s.to_string()))]
+    Gap {
+        /// `type_name/id`.
+        entity: Arc<str>,
+        /// The seq_no that should have come next.
+        expected: SeqNo,
+        /// What came instead (`None`: the stream ended early).
+        found: Option<SeqNo>,
+    },
+
+    /// An event's bytes do not decode.
+    #[error("cannot decode event {seq_no} of entity {entity}: {source}")]
+    DecodeEvent {
+        /// `type_name/id`.
+        entity: Arc<str>,
+        /// The event's seq_no.
+        seq_no: SeqNo,
+        /// The decoding error.
+        #[source]
+        source: BinarizeError,
+    },
+}
+
+impl<E: EventSourced, C: Command<E>> fmt::Debug for CommandMessage<E, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CommandMessage")
+            .field("command", &std::any::type_name::<C>())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,190 @@
+//! Persistence for events: the [`EventLog`] contract every backend implements.
+//!
+//! The log works with bytes; turning events into bytes is the runtime's job (see
+//! [`Binarize`](crate::Binarize)). Entities are addressed by their type name
+//! ([`EventSourced::TYPE_NAME`](crate::EventSourced::TYPE_NAME)) and their id as a
+//! string.
+
+mod memory;
+
+pub use memory::MemoryEventLog;
+
+use crate::{Position, SeqNo};
+use bytes::Bytes;
+use futures::Stream;
+use std::{error::Error as StdError, future::Future};
+
+/// A boxed error from a backend, kept as the `source` of [`EventLogError::Backend`].
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// A pluggable, append-only log of events.
+///
+/// # Contract
+///
+/// - [`append`](EventLog::append) is atomic: all events or none. It succeeds only
+///   if the entity's last seq_no equals `expected_last`; otherwise it writes nothing
+///   and returns [`EventLogError::Conflict`]. Seq_nos start at 1 and have no gaps.
+///   Appending no events writes nothing: it returns the last seq_no when it equals
+///   `expected_last` and a conflict otherwise (a pure optimistic check).
+/// - [`events_by_id`](EventLog::events_by_id) is finite and in seq_no order.
+/// - [`events_by_type`](EventLog::events_by_type) is live: it catches up, then
+///   follows new appends. Positions are totally ordered; resuming from
+///   `last_handled.next()` yields every later event exactly once, in order, even
+///   when transactions commit out of order.
+/// - Any id a user can write round-trips, or is refused with
+///   [`EventLogError::InvalidId`] before anything is written.
+/// - A stream item that is an error ends the stream; resume from the last position.
+///
+/// Implementations are cheap to clone (a handle over shared state).
+/// [`testkit::event_log`](crate::testkit) checks all of this.
+pub trait EventLog: Clone + Send + Sync + 'static {
+    /// Appends `events` atomically after `expected_last`; returns the new last seq_no.
+    fn append(
+        &self,
+        type_name: &str,
+        id: &str,
+        expected_last: SeqNo,
+        events: &[Bytes],
+    ) -> impl Future<Output = Result<SeqNo, EventLogError>> + Send;
+
+    /// The seq_no of the entity's last event, [`SeqNo::ZERO`] if it has none.
+    fn last_seq_no(
+        &self,
+        type_name: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<SeqNo, EventLogError>> + Send;
+
+    /// The entity's events with seq_no `>= from`, in order; the stream ends at the
+    /// last event stored when it reaches it.
+    fn events_by_id(
+        &self,
+        type_name: &str,
+        id: &str,
+        from: SeqNo,
+    ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static;
+
+    /// All events of an entity type with position `>= from`, in position order,
+    /// then live: the stream waits for and yields new events and never ends on
+    /// its own (only with an error).
+    fn events_by_type(
+        &self,
+        type_name: &str,
+        from: Position,
+    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static;
+}
+
+/// An event as delivered by [`EventLog::events_by_type`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventEnvelope {
+    /// Its position in the log: resume from `position.next()`.
+    pub position: Position,
+    /// The id of the entity that emitted it.
+    pub id: String,
+    /// Its seq_no within that entity.
+    pub seq_no: SeqNo,
+    /// The event's bytes, as produced by [`Binarize`](crate::Binarize).
+    pub event: Bytes,
+}
+
+/// What can go wrong with an [`EventLog`] operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventLogError {
+    /// Another writer appended first: the log holds `actual`, the caller expected
+    /// `expected`. Nothing was written.
+    #[error(
+        "conflict appending to entity {type_name}/{id}: expected last seq_no {expected}, but the log holds {actual}"
+    )]
+    Conflict {
+        /// The entity type name.
+        type_name: String,
+        /// The entity id.
+        id: String,
+        /// The last seq_no the caller expected.
+        expected: SeqNo,
+        /// The last seq_no actually in the log.
+        actual: SeqNo,
+    },
+
+    /// The backend cannot store this id (or type name); nothing was written.
+    #[error("invalid entity id {id:?}: {reason}")]
+    InvalidId {
+        /// The refused id.
+        id: String,
+        /// Why it was refused.
+        reason: String,
+    },
+
+    /// Stored data that the backend cannot read back (truncated, wrong shape).
+    #[error("corrupt data in {backend} log at {location}: {reason}")]
+    Corrupt {
+        /// The backend, e.g. "sqlite".
+        backend: &'static str,
+        /// Where: a file, table, entity and seq_no.
+        location: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The backend failed: connection lost, I/O error, server error.
+    #[error("{backend} event log failed to {operation}: {source}")]
+    Backend {
+        /// The backend, e.g. "postgres".
+        backend: &'static str,
+        /// What was attempted, e.g. "append".
+        operation: &'static str,
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl EventLogError {
+    /// Wraps a backend error.
+    ///
+    /// ```
+    /// use eventsourced::EventLogError;
+    /// let e = EventLogError::backend("sqlite", "append", std::io::Error::other("disk full"));
+    /// assert_eq!(e.to_string(), "sqlite event log failed to append: disk full");
+    /// ```
+    pub fn backend(
+        backend: &'static str,
+        operation: &'static str,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        EventLogError::Backend {
+            backend,
+            operation,
+            source: source.into(),
+        }
+    }
+
+    /// Whether this is a [`Conflict`](EventLogError::Conflict).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, EventLogError::Conflict { .. })
+    }
+}
+
+/// Checks the id rules every backend shares: an id (and a type name) must not be
+/// empty. Backends add their own limits on top.
+///
+/// ```
+/// use eventsourced::event_log::validate_id;
+/// assert!(validate_id("counter", "a.b c*>/ü").is_ok());
+/// assert!(validate_id("counter", "").is_err());
+/// ```
+pub fn validate_id(type_name: &str, id: &str) -> Result<(), EventLogError> {
+    if type_name.is_empty() {
+        return Err(EventLogError::InvalidId {
+            id: id.to_owned(),
+            reason: "the entity type name is empty".to_owned(),
+        });
+    }
+    if id.is_empty() {
+        return Err(EventLogError::InvalidId {
+            id: id.to_owned(),
+            reason: format!("ids of entity type {type_name} must not be empty"),
+        });
+    }
+    Ok(())
+}

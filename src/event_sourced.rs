@@ -1,0 +1,182 @@
+//! What an application implements: the entity's state and event handler
+//! ([`EventSourced`]) and its commands ([`Command`]).
+
+use std::fmt;
+
+/// State and event handling of an event-sourced entity.
+///
+/// The state is rebuilt by applying events in order, so `handle_event` must be
+/// deterministic and must not fail: validation belongs in the command handler.
+///
+/// ```
+/// use eventsourced::EventSourced;
+///
+/// #[derive(Debug, Default)]
+/// struct Counter(u64);
+///
+/// #[derive(Debug)]
+/// enum CounterEvent {
+///     Increased(u64),
+///     Decreased(u64),
+/// }
+///
+/// impl EventSourced for Counter {
+///     type Id = String;
+///     type Event = CounterEvent;
+///     const TYPE_NAME: &'static str = "counter";
+///
+///     fn handle_event(self, event: CounterEvent) -> Self {
+///         match event {
+///             CounterEvent::Increased(n) => Counter(self.0 + n),
+///             CounterEvent::Decreased(n) => Counter(self.0 - n),
+///         }
+///     }
+/// }
+///
+/// let counter = Counter::default().handle_event(CounterEvent::Increased(2));
+/// assert_eq!(counter.0, 2);
+/// ```
+pub trait EventSourced: Sized + Send + 'static {
+    /// The entity's id; it reaches the event log as its `Display` string.
+    type Id: fmt::Display + fmt::Debug + Clone + Send + Sync + 'static;
+
+    /// The entity's events.
+    type Event: Send + 'static;
+
+    /// The entity type's name in the event log; keep it stable once events exist.
+    const TYPE_NAME: &'static str;
+
+    /// Applies an event to the state.
+    fn handle_event(self, event: Self::Event) -> Self;
+}
+
+/// A command for an entity of type `E`: handled against the current state, it
+/// emits events and replies, replies without events, or is rejected.
+///
+/// ```
+/// use eventsourced::{Command, CommandEffect, EventSourced};
+/// # #[derive(Debug, Default)] struct Counter(u64);
+/// # #[derive(Debug)] enum CounterEvent { Increased(u64), Decreased(u64) }
+/// # impl EventSourced for Counter {
+/// #     type Id = String; type Event = CounterEvent; const TYPE_NAME: &'static str = "counter";
+/// #     fn handle_event(self, event: CounterEvent) -> Self { match event {
+/// #         CounterEvent::Increased(n) => Counter(self.0 + n), CounterEvent::Decreased(n) => Counter(self.0 - n) } }
+/// # }
+///
+/// #[derive(Debug)]
+/// struct Decrease(u64);
+///
+/// #[derive(Debug, PartialEq)]
+/// struct Underflow;
+///
+/// impl Command<Counter> for Decrease {
+///     type Reply = u64;
+///     type Error = Underflow;
+///
+///     fn handle_command(self, _id: &String, state: &Counter) -> CommandEffect<Counter, u64, Underflow> {
+///         if state.0 < self.0 {
+///             CommandEffect::reject(Underflow)
+///         } else {
+///             CommandEffect::emit_and_reply(CounterEvent::Decreased(self.0), |state: &Counter| state.0)
+///         }
+///     }
+/// }
+/// ```
+pub trait Command<E: EventSourced>: Send + 'static {
+    /// The reply to an accepted command.
+    type Reply: Send + 'static;
+
+    /// The error of a rejected command.
+    type Error: Send + 'static;
+
+    /// Decides what the command does, given the entity's id and current state.
+    fn handle_command(self, id: &E::Id, state: &E) -> CommandEffect<E, Self::Reply, Self::Error>;
+}
+
+/// The result of [`Command::handle_command`].
+///
+/// Replies are sent only after the events are durably appended, so a reply
+/// never reveals state that could still be lost.
+pub struct CommandEffect<E: EventSourced, Reply, Error>(pub(crate) Effect<E, Reply, Error>);
+
+/// A reply computed from the state after the command's events.
+pub(crate) type MakeReply<E, Reply> = Box<dyn FnOnce(&E) -> Reply + Send>;
+
+pub(crate) enum Effect<E: EventSourced, Reply, Error> {
+    Emit {
+        events: Events<E::Event>,
+        make_reply: MakeReply<E, Reply>,
+    },
+    Reply(Reply),
+    Reject(Error),
+}
+
+/// One event without allocating a `Vec`, or several.
+pub(crate) enum Events<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<E: EventSourced, Reply, Error> CommandEffect<E, Reply, Error> {
+    /// Emits one event, then replies with `make_reply` applied to the new state.
+    /// (A closure that captures nothing costs no allocation.)
+    pub fn emit_and_reply(
+        event: E::Event,
+        make_reply: impl FnOnce(&E) -> Reply + Send + 'static,
+    ) -> Self {
+        CommandEffect(Effect::Emit {
+            events: Events::One(event),
+            make_reply: Box::new(make_reply),
+        })
+    }
+
+    /// Emits several events, persisted atomically (all or none), then replies
+    /// with `make_reply` applied to the state after the last of them.
+    ///
+    /// ```
+    /// # use eventsourced::{CommandEffect, EventSourced};
+    /// # #[derive(Debug, Default)] struct Counter(u64);
+    /// # impl EventSourced for Counter {
+    /// #     type Id = String; type Event = u64; const TYPE_NAME: &'static str = "counter";
+    /// #     fn handle_event(self, n: u64) -> Self { Counter(self.0 + n) } }
+    /// let effect: CommandEffect<Counter, u64, ()> =
+    ///     CommandEffect::emit_all_and_reply([1, 2, 3], |state: &Counter| state.0);
+    /// ```
+    pub fn emit_all_and_reply(
+        events: impl IntoIterator<Item = E::Event>,
+        make_reply: impl FnOnce(&E) -> Reply + Send + 'static,
+    ) -> Self {
+        CommandEffect(Effect::Emit {
+            events: Events::Many(events.into_iter().collect()),
+            make_reply: Box::new(make_reply),
+        })
+    }
+
+    /// Replies without emitting events.
+    pub fn reply(reply: Reply) -> Self {
+        CommandEffect(Effect::Reply(reply))
+    }
+
+    /// Rejects the command with its error; nothing is emitted.
+    pub fn reject(error: Error) -> Self {
+        CommandEffect(Effect::Reject(error))
+    }
+}
+
+impl<E: EventSourced, Reply: fmt::Debug, Error: fmt::Debug> fmt::Debug
+    for CommandEffect<E, Reply, Error>
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Effect::Emit { events, .. } => {
+                let count = match events {
+                    Events::One(_) => 1,
+                    Events::Many(events) => events.len(),
+                };
+                f.debug_struct("Emit").field("events", &count).finish()
+            }
+            Effect::Reply(reply) => f.debug_tuple("Reply").field(reply).finish(),
+            Effect::Reject(error) => f.debug_tuple("Reject").field(error).finish(),
+        }
+    }
+}

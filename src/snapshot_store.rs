@@ -1,0 +1,99 @@
+//! Persistence for snapshots: the [`SnapshotStore`] contract.
+//!
+//! A snapshot is an entity's state as bytes together with the seq_no of the last
+//! event it includes. Recovery loads the latest snapshot and replays only the
+//! events after it.
+
+mod memory;
+
+pub use memory::{MemorySnapshotStore, NoopSnapshotStore};
+
+use crate::{SeqNo, event_log::BoxError};
+use bytes::Bytes;
+use std::future::Future;
+
+/// A pluggable store keeping the latest snapshot per entity.
+///
+/// # Contract
+///
+/// - [`save`](SnapshotStore::save) replaces the entity's snapshot, unless the
+///   stored one has a higher seq_no (a late, older save never wins).
+/// - [`load`](SnapshotStore::load) returns the latest saved snapshot or `None`.
+/// - Entities of different types with the same id never share a snapshot.
+///
+/// [`testkit::snapshot_store`](crate::testkit) checks all of this.
+pub trait SnapshotStore: Clone + Send + Sync + 'static {
+    /// Saves the state of entity `type_name`/`id` as of `seq_no`.
+    fn save(
+        &self,
+        type_name: &str,
+        id: &str,
+        seq_no: SeqNo,
+        state: Bytes,
+    ) -> impl Future<Output = Result<(), SnapshotStoreError>> + Send;
+
+    /// Loads the latest snapshot of entity `type_name`/`id`.
+    fn load(
+        &self,
+        type_name: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<(SeqNo, Bytes)>, SnapshotStoreError>> + Send;
+}
+
+/// What can go wrong with a [`SnapshotStore`] operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotStoreError {
+    /// The backend cannot store this id; nothing was written.
+    #[error("invalid entity id {id:?} for the snapshot store: {reason}")]
+    InvalidId {
+        /// The refused id.
+        id: String,
+        /// Why it was refused.
+        reason: String,
+    },
+
+    /// Stored data that cannot be read back.
+    #[error("corrupt snapshot in {backend} store at {location}: {reason}")]
+    Corrupt {
+        /// The backend, e.g. "sqlite".
+        backend: &'static str,
+        /// Where: a file, table, entity.
+        location: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The backend failed.
+    #[error("{backend} snapshot store failed to {operation}: {source}")]
+    Backend {
+        /// The backend, e.g. "postgres".
+        backend: &'static str,
+        /// What was attempted, e.g. "save".
+        operation: &'static str,
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl SnapshotStoreError {
+    /// Wraps a backend error.
+    ///
+    /// ```
+    /// use eventsourced::SnapshotStoreError;
+    /// let e = SnapshotStoreError::backend("nats", "load", std::io::Error::other("timed out"));
+    /// assert_eq!(e.to_string(), "nats snapshot store failed to load: timed out");
+    /// ```
+    pub fn backend(
+        backend: &'static str,
+        operation: &'static str,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        SnapshotStoreError::Backend {
+            backend,
+            operation,
+            source: source.into(),
+        }
+    }
+}
