@@ -1,0 +1,137 @@
+//! Reads: a small pool of read connections, used on tokio's blocking threads.
+//! In WAL mode readers see the last committed state and never block the
+//! writer (nor does the writer block them).
+
+use crate::{
+    SqliteConfig,
+    schema::{self, Location},
+};
+use eventsourced::{EventLogError, SnapshotStoreError};
+use rusqlite::Connection;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
+
+/// The read side of one open database.
+pub(crate) struct Readers {
+    location: Location,
+    config: SqliteConfig,
+    /// For `:memory:`: the writer's connection, the only one that sees the data.
+    shared: Option<Arc<Mutex<Connection>>>,
+    idle: Mutex<Vec<Connection>>,
+    /// Bounds the connections in use at once.
+    permits: Semaphore,
+}
+
+/// A read could not run at all.
+#[derive(Debug)]
+pub(crate) enum ReadFailure {
+    /// A read connection could not be opened.
+    Open(String, rusqlite::Error),
+    /// The blocking task panicked or was cancelled.
+    Task(String, tokio::task::JoinError),
+}
+
+impl std::fmt::Display for ReadFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadFailure::Open(file, e) => write!(f, "cannot open a read connection to {file}: {e}"),
+            ReadFailure::Task(file, e) => write!(f, "a read of {file} did not complete: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ReadFailure {}
+
+impl From<ReadFailure> for EventLogError {
+    fn from(failure: ReadFailure) -> Self {
+        EventLogError::backend("sqlite", "read", failure)
+    }
+}
+
+impl From<ReadFailure> for SnapshotStoreError {
+    fn from(failure: ReadFailure) -> Self {
+        SnapshotStoreError::backend("sqlite", "load", failure)
+    }
+}
+
+impl Readers {
+    pub(crate) fn new(
+        location: Location,
+        config: SqliteConfig,
+        shared: Option<Arc<Mutex<Connection>>>,
+    ) -> Self {
+        let permits = Semaphore::new(config.read_connections);
+        Readers {
+            location,
+            config,
+            shared,
+            idle: Mutex::new(Vec::new()),
+            permits,
+        }
+    }
+
+    /// Closes the idle read connections, so that the writer's connection,
+    /// closed last, checkpoints the write-ahead log into the file.
+    pub(crate) fn close_idle(&self) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
+    }
+
+    /// Runs `f` with a read connection on a blocking thread.
+    pub(crate) async fn read<T, E>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Connection, &Location) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<ReadFailure> + Send + 'static,
+    {
+        // The semaphore is never closed.
+        let _permit = self.permits.acquire().await;
+        let this = Arc::clone(self);
+        let describe = || self.location.describe();
+        tokio::task::spawn_blocking(move || this.read_blocking(f))
+            .await
+            .map_err(|e| E::from(ReadFailure::Task(describe(), e)))?
+    }
+
+    fn read_blocking<T, E: From<ReadFailure>>(
+        &self,
+        f: impl FnOnce(&Connection, &Location) -> Result<T, E>,
+    ) -> Result<T, E> {
+        if let Some(shared) = &self.shared {
+            let conn = shared
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            return f(&conn, &self.location);
+        }
+        let pooled = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => {
+                let Location::File(path) = &self.location else {
+                    // `shared` is always set for `:memory:`.
+                    return Err(E::from(ReadFailure::Open(
+                        self.location.describe(),
+                        rusqlite::Error::InvalidPath(":memory:".into()),
+                    )));
+                };
+                schema::open_reader(path, &self.config)
+                    .map_err(|e| E::from(ReadFailure::Open(self.location.describe(), e)))?
+            }
+        };
+        let result = f(&conn, &self.location);
+        // A read never leaves a transaction open, so the connection is reusable.
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(conn);
+        result
+    }
+}

@@ -1,0 +1,388 @@
+//! The database file: checking that it is ours, creating the schema, opening
+//! connections.
+
+use crate::{Durability, SqliteConfig, SqliteError};
+use rusqlite::{Connection, ErrorCode, OpenFlags, config::DbConfig};
+use std::{
+    fs,
+    io::Read,
+    path::{Path, PathBuf},
+};
+
+/// `PRAGMA application_id` of every file this crate creates: "ESLG".
+pub(crate) const APPLICATION_ID: i32 = 0x4553_4c47;
+
+/// `PRAGMA user_version`: the schema version this crate writes and reads.
+pub(crate) const SCHEMA_VERSION: i32 = 1;
+
+/// Schema version 1. Events are clustered by entity (a WITHOUT ROWID table
+/// keyed by type, id and seq_no), so replaying an entity reads consecutive
+/// rows. Positions come from `log_head`, advanced by the single writer inside
+/// its write transaction, so they commit in increasing order without gaps.
+const SCHEMA_V1: &str = "
+CREATE TABLE events (
+    type_name TEXT    NOT NULL,
+    entity_id TEXT    NOT NULL,
+    seq_no    INTEGER NOT NULL,
+    position  INTEGER NOT NULL,
+    event     BLOB    NOT NULL,
+    PRIMARY KEY (type_name, entity_id, seq_no)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX events_by_type ON events (type_name, position);
+CREATE TABLE log_head (
+    id            INTEGER PRIMARY KEY CHECK (id = 0),
+    last_position INTEGER NOT NULL
+);
+INSERT INTO log_head (id, last_position) VALUES (0, 0);
+CREATE TABLE snapshots (
+    type_name TEXT    NOT NULL,
+    entity_id TEXT    NOT NULL,
+    seq_no    INTEGER NOT NULL,
+    state     BLOB    NOT NULL,
+    PRIMARY KEY (type_name, entity_id)
+) WITHOUT ROWID;
+";
+
+/// Where the database lives.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Location {
+    /// A file, by its absolute path.
+    File(PathBuf),
+    /// A private in-memory database.
+    Memory,
+}
+
+impl Location {
+    /// Resolves `path`: `:memory:` or a file whose directory is created if
+    /// missing; the result is absolute so that two spellings of one file
+    /// compare equal.
+    pub(crate) fn resolve(path: &Path) -> Result<Location, SqliteError> {
+        if path.as_os_str() == ":memory:" {
+            return Ok(Location::Memory);
+        }
+        let io = |operation, path: &Path| {
+            let path = path.to_owned();
+            move |source| SqliteError::Io {
+                operation,
+                path,
+                source,
+            }
+        };
+        let file_name = path.file_name().ok_or_else(|| SqliteError::Io {
+            operation: "open the database file",
+            path: path.to_owned(),
+            source: std::io::Error::other("the path names no file"),
+        })?;
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        fs::create_dir_all(&dir).map_err(io("create the directory", &dir))?;
+        let dir = fs::canonicalize(&dir).map_err(io("resolve the directory", &dir))?;
+        Ok(Location::File(dir.join(file_name)))
+    }
+
+    /// For errors and logs.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Location::File(path) => path.display().to_string(),
+            Location::Memory => ":memory:".to_owned(),
+        }
+    }
+
+    fn path_buf(&self) -> PathBuf {
+        match self {
+            Location::File(path) => path.clone(),
+            Location::Memory => PathBuf::from(":memory:"),
+        }
+    }
+}
+
+/// Opens the connection of the writer: checks the file is a database of this
+/// crate (or new), then sets WAL mode and the durability and creates the
+/// schema if needed. A rejected file is not modified.
+pub(crate) fn open_writer(
+    location: &Location,
+    config: &SqliteConfig,
+) -> Result<Connection, SqliteError> {
+    let path = location.path_buf();
+    let sqlite = |operation| {
+        let path = path.clone();
+        move |source| classify(operation, &path, source)
+    };
+    let conn = match location {
+        Location::File(file) => {
+            check_header(file)?;
+            Connection::open_with_flags(
+                file,
+                OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | OpenFlags::SQLITE_OPEN_CREATE
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(sqlite("open"))?
+        }
+        Location::Memory => Connection::open_in_memory().map_err(sqlite("open"))?,
+    };
+    conn.busy_timeout(config.busy_timeout)
+        .map_err(sqlite("set the busy timeout of"))?;
+
+    // Read-only checks first: nothing is written to a file we reject.
+    let fresh = check_identity(&conn, &path)?;
+
+    if let Location::File(_) = location {
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(sqlite("switch to WAL mode"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(SqliteError::Io {
+                operation: "switch to WAL mode",
+                path,
+                source: std::io::Error::other(format!(
+                    "the journal mode stayed {mode:?} (is the file system read-only or without shared memory?)"
+                )),
+            });
+        }
+    }
+    let synchronous = match config.durability {
+        Durability::Full => "FULL",
+        Durability::Fast => "NORMAL",
+    };
+    conn.execute_batch(&format!("PRAGMA synchronous = {synchronous};"))
+        .map_err(sqlite("set the durability of"))?;
+    if cfg!(target_vendor = "apple") && config.durability == Durability::Full {
+        // On macOS, fsync does not reach the platter; F_FULLFSYNC does.
+        conn.execute_batch("PRAGMA fullfsync = ON; PRAGMA checkpoint_fullfsync = ON;")
+            .map_err(sqlite("set fullfsync on"))?;
+    }
+    if fresh {
+        create_schema(&conn, &path)?;
+    }
+    tune(&conn).map_err(sqlite("configure"))?;
+    Ok(conn)
+}
+
+/// Opens a connection for reads of a file the writer has opened.
+pub(crate) fn open_reader(path: &Path, config: &SqliteConfig) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(config.busy_timeout)?;
+    conn.execute_batch("PRAGMA query_only = ON;")?;
+    tune(&conn)?;
+    Ok(conn)
+}
+
+/// Settings of every connection for the statements of this crate.
+fn tune(conn: &Connection) -> rusqlite::Result<()> {
+    // Without the query planner stability guarantee, SQLite re-plans a
+    // cached statement whenever a bound value changes (for ORDER BY, LIMIT
+    // and min/max on bound parameters), which costs more than running it.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(())
+}
+
+/// Rejects, without SQLite, a file that is not an SQLite database or that is
+/// shorter than its header says.
+fn check_header(path: &Path) -> Result<(), SqliteError> {
+    let io = |operation| {
+        move |source| SqliteError::Io {
+            operation,
+            path: path.to_owned(),
+            source,
+        }
+    };
+    let mut file = match fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io("open")(e)),
+    };
+    let len = file.metadata().map_err(io("read the size of"))?.len();
+    if len == 0 {
+        return Ok(()); // SQLite treats an empty file as an empty database.
+    }
+    let mut header = [0u8; 100];
+    if len < 100 {
+        return Err(SqliteError::NotADatabase {
+            path: path.to_owned(),
+        });
+    }
+    file.read_exact(&mut header)
+        .map_err(io("read the header of"))?;
+    if &header[..16] != b"SQLite format 3\0" {
+        return Err(SqliteError::NotADatabase {
+            path: path.to_owned(),
+        });
+    }
+    // While a write-ahead log holds frames, the main file may legitimately be
+    // shorter than its header says (a checkpoint was interrupted); SQLite
+    // completes it. Without one, the header's size is the truth.
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal_len = fs::metadata(PathBuf::from(wal)).map_or(0, |m| m.len());
+    let be32 = |at: usize| {
+        u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65_536,
+        n => u64::from(n),
+    };
+    let pages = u64::from(be32(28));
+    let size_is_valid = pages != 0 && be32(24) == be32(92);
+    if wal_len == 0 && size_is_valid {
+        let expected = pages.saturating_mul(page_size);
+        if len < expected {
+            return Err(SqliteError::Truncated {
+                path: path.to_owned(),
+                expected,
+                actual: len,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Reads the application id, schema version and table count. Returns whether
+/// the database is empty (a schema must be created).
+fn check_identity(conn: &Connection, path: &Path) -> Result<bool, SqliteError> {
+    let read = |sql: &str| -> Result<i64, SqliteError> {
+        conn.query_row(sql, [], |row| row.get(0))
+            .map_err(|e| classify("read the schema of", path, e))
+    };
+    let application_id = read("PRAGMA application_id")?;
+    let version = read("PRAGMA user_version")?;
+    let tables = read("SELECT count(*) FROM sqlite_schema")?;
+    verdict(path, application_id, version, tables)
+}
+
+fn verdict(
+    path: &Path,
+    application_id: i64,
+    version: i64,
+    tables: i64,
+) -> Result<bool, SqliteError> {
+    // Both pragmas are 32-bit in the file header.
+    let application_id = i32::try_from(application_id).unwrap_or(i32::MIN);
+    let version = i32::try_from(version).unwrap_or(i32::MIN);
+    if application_id == 0 && version == 0 && tables == 0 {
+        return Ok(true);
+    }
+    if application_id != APPLICATION_ID {
+        return Err(SqliteError::NotOurDatabase {
+            path: path.to_owned(),
+            application_id,
+            tables,
+        });
+    }
+    if version > SCHEMA_VERSION {
+        return Err(SqliteError::NewerSchema {
+            path: path.to_owned(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if version != SCHEMA_VERSION {
+        return Err(SqliteError::UnknownSchema {
+            path: path.to_owned(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(false)
+}
+
+/// Creates schema version 1 in one transaction, unless another process did it
+/// since the check.
+fn create_schema(conn: &Connection, path: &Path) -> Result<(), SqliteError> {
+    let create = || -> Result<(), SqliteError> {
+        conn.execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| classify("lock", path, e))?;
+        if !check_identity(conn, path)? {
+            return Ok(());
+        }
+        conn.execute_batch(SCHEMA_V1)
+            .map_err(|e| classify("create the schema in", path, e))?;
+        conn.execute_batch(&format!(
+            "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
+        ))
+        .map_err(|e| classify("write the schema version of", path, e))?;
+        Ok(())
+    };
+    match create() {
+        Ok(()) => conn
+            .execute_batch("COMMIT")
+            .map_err(|e| classify("commit the schema of", path, e)),
+        Err(e) => {
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Turns an SQLite error while opening into the variant a caller acts on.
+pub(crate) fn classify(
+    operation: &'static str,
+    path: &Path,
+    source: rusqlite::Error,
+) -> SqliteError {
+    match source.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => SqliteError::NotADatabase {
+            path: path.to_owned(),
+        },
+        Some(ErrorCode::DatabaseCorrupt) => SqliteError::Corrupt {
+            path: path.to_owned(),
+            source,
+        },
+        _ => SqliteError::Sqlite {
+            operation,
+            path: path.to_owned(),
+            source,
+        },
+    }
+}
+
+/// Whether an SQLite error means the file is damaged.
+pub(crate) fn is_corruption(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts() {
+        let p = Path::new("x.db");
+        assert!(verdict(p, 0, 0, 0).unwrap());
+        assert!(!verdict(p, i64::from(APPLICATION_ID), 1, 4).unwrap());
+        assert!(matches!(
+            verdict(p, 0, 0, 3),
+            Err(SqliteError::NotOurDatabase { tables: 3, .. })
+        ));
+        assert!(matches!(
+            verdict(p, 7, 1, 3),
+            Err(SqliteError::NotOurDatabase {
+                application_id: 7,
+                ..
+            })
+        ));
+        assert!(matches!(
+            verdict(p, i64::from(APPLICATION_ID), 2, 4),
+            Err(SqliteError::NewerSchema {
+                found: 2,
+                supported: 1,
+                ..
+            })
+        ));
+        assert!(matches!(
+            verdict(p, i64::from(APPLICATION_ID), 0, 4),
+            Err(SqliteError::UnknownSchema { found: 0, .. })
+        ));
+    }
+}
