@@ -1,0 +1,371 @@
+//! Connection and table settings: [`PostgresConfig`].
+
+use crate::{PostgresError, tables::Tables};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use serde::{Deserialize, Serialize};
+use std::{fmt, str::FromStr, time::Duration};
+use tokio_postgres::{NoTls, config::Host};
+
+/// How to connect to PostgreSQL, which tables to use, and how to batch.
+///
+/// Deserializes from kebab-case keys; every key is optional. The password is
+/// never shown by `Debug` and never serialized.
+///
+/// ```
+/// use eventsourced_postgres::PostgresConfig;
+///
+/// let config: PostgresConfig = serde_json::from_str(
+///     r#"{ "host": "127.0.0.1", "password": "s3cret", "schema": "app", "pool-size": 4 }"#,
+/// )
+/// .unwrap();
+/// assert_eq!(config.port, 5432);
+/// assert!(!format!("{config:?}").contains("s3cret"));
+///
+/// let from_url = PostgresConfig::from_url("postgres://me:pw@127.0.0.1:5433/shop").unwrap();
+/// assert_eq!((from_url.user.as_str(), from_url.port, from_url.dbname.as_str()), ("me", 5433, "shop"));
+/// ```
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Host name or IP address (or a Unix socket directory starting with `/`).
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// TCP port.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// User name.
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// Password, if the server asks for one. Never logged, never serialized.
+    #[serde(default, skip_serializing)]
+    pub password: Option<String>,
+    /// Database name.
+    #[serde(default = "default_dbname")]
+    pub dbname: String,
+    /// Schema holding the tables (created by `setup`). A lowercase identifier.
+    #[serde(default = "default_schema")]
+    pub schema: String,
+    /// Table of the event log. A lowercase identifier of at most 40 bytes.
+    #[serde(default = "default_events_table")]
+    pub events_table: String,
+    /// Table of the snapshot store. A lowercase identifier of at most 40 bytes.
+    #[serde(default = "default_snapshots_table")]
+    pub snapshots_table: String,
+    /// Connections in the pool, all opened by `new` (at least 2: one is held
+    /// by the group-commit writer).
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// Whether to use TLS.
+    #[serde(default)]
+    pub tls_mode: TlsMode,
+    /// How long to wait for a new connection.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long one statement may take before the call fails with a technical
+    /// error (the connection is then discarded); also how long a call waits
+    /// for a free connection of the pool.
+    #[serde(default = "default_statement_timeout", with = "humantime_serde")]
+    pub statement_timeout: Duration,
+    /// How often a live `events_by_type` stream polls when no notification
+    /// arrives (the fallback for lost notifications).
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// The most append requests written together in one group commit.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// Rows fetched per query by `events_by_type` while catching up.
+    #[serde(default = "default_fetch_size")]
+    pub fetch_size: u32,
+    /// The `application_name` of every connection (shown in `pg_stat_activity`).
+    #[serde(default = "default_application_name")]
+    pub application_name: String,
+}
+
+/// Whether connections use TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum TlsMode {
+    /// Plain TCP (the default; right for loopback and private networks).
+    #[default]
+    Disable,
+    /// Plain TCP in this build: TLS is not compiled in, so `prefer` never
+    /// negotiates it.
+    Prefer,
+    /// Only TLS. Not supported by this build: [`PostgresEventLog::new`] returns
+    /// [`PostgresError::TlsUnsupported`].
+    ///
+    /// [`PostgresEventLog::new`]: crate::PostgresEventLog::new
+    Require,
+}
+
+fn default_host() -> String {
+    "127.0.0.1".to_owned()
+}
+fn default_port() -> u16 {
+    5432
+}
+fn default_user() -> String {
+    "postgres".to_owned()
+}
+fn default_dbname() -> String {
+    "test".to_owned()
+}
+fn default_schema() -> String {
+    "public".to_owned()
+}
+fn default_events_table() -> String {
+    "events".to_owned()
+}
+fn default_snapshots_table() -> String {
+    "snapshots".to_owned()
+}
+fn default_pool_size() -> usize {
+    8
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_statement_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_max_batch() -> usize {
+    512
+}
+fn default_fetch_size() -> u32 {
+    5000
+}
+fn default_application_name() -> String {
+    "eventsourced".to_owned()
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            host: default_host(),
+            port: default_port(),
+            user: default_user(),
+            password: None,
+            dbname: default_dbname(),
+            schema: default_schema(),
+            events_table: default_events_table(),
+            snapshots_table: default_snapshots_table(),
+            pool_size: default_pool_size(),
+            tls_mode: TlsMode::default(),
+            connect_timeout: default_connect_timeout(),
+            statement_timeout: default_statement_timeout(),
+            poll_interval: default_poll_interval(),
+            max_batch: default_max_batch(),
+            fetch_size: default_fetch_size(),
+            application_name: default_application_name(),
+        }
+    }
+}
+
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("dbname", &self.dbname)
+            .field("schema", &self.schema)
+            .field("events_table", &self.events_table)
+            .field("snapshots_table", &self.snapshots_table)
+            .field("pool_size", &self.pool_size)
+            .field("tls_mode", &self.tls_mode)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("poll_interval", &self.poll_interval)
+            .field("max_batch", &self.max_batch)
+            .field("fetch_size", &self.fetch_size)
+            .field("application_name", &self.application_name)
+            .finish()
+    }
+}
+
+impl PostgresConfig {
+    /// Reads host, port, user, password, database and `sslmode` from a URL like
+    /// `postgres://user:password@host:5432/dbname?sslmode=disable` (or a
+    /// `key=value` connection string); everything else keeps its default.
+    ///
+    /// The error never repeats the URL, since it may hold a password.
+    pub fn from_url(url: &str) -> Result<Self, PostgresError> {
+        let parsed =
+            tokio_postgres::Config::from_str(url).map_err(|e| PostgresError::InvalidUrl {
+                reason: e.to_string(),
+            })?;
+        let mut config = PostgresConfig::default();
+        match parsed.get_hosts() {
+            [] => {}
+            [Host::Tcp(host)] => config.host.clone_from(host),
+            [Host::Unix(path)] => {
+                config.host =
+                    path.to_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| PostgresError::InvalidUrl {
+                            reason: "the Unix socket path is not valid UTF-8".to_owned(),
+                        })?;
+            }
+            _ => {
+                return Err(PostgresError::InvalidUrl {
+                    reason: "several hosts are not supported; name one".to_owned(),
+                });
+            }
+        }
+        match parsed.get_ports() {
+            [] => {}
+            [port] => config.port = *port,
+            _ => {
+                return Err(PostgresError::InvalidUrl {
+                    reason: "several ports are not supported; name one".to_owned(),
+                });
+            }
+        }
+        if let Some(user) = parsed.get_user() {
+            config.user = user.to_owned();
+        }
+        if let Some(password) = parsed.get_password() {
+            config.password = Some(String::from_utf8(password.to_vec()).map_err(|_| {
+                PostgresError::InvalidUrl {
+                    reason: "the password is not valid UTF-8".to_owned(),
+                }
+            })?);
+        }
+        if let Some(dbname) = parsed.get_dbname() {
+            config.dbname = dbname.to_owned();
+        }
+        config.tls_mode = match parsed.get_ssl_mode() {
+            tokio_postgres::config::SslMode::Disable => TlsMode::Disable,
+            tokio_postgres::config::SslMode::Require => TlsMode::Require,
+            _ => TlsMode::Prefer,
+        };
+        if let Some(timeout) = parsed.get_connect_timeout() {
+            config.connect_timeout = *timeout;
+        }
+        Ok(config)
+    }
+
+    /// [`from_url`](Self::from_url) with the `DATABASE_URL` environment
+    /// variable, or the [`Default`] config (127.0.0.1:5432, user `postgres`,
+    /// database `test`) when it is not set.
+    ///
+    /// ```
+    /// # use eventsourced_postgres::PostgresConfig;
+    /// let config = PostgresConfig::from_env().expect("DATABASE_URL must be a valid URL if set");
+    /// # let _ = config;
+    /// ```
+    pub fn from_env() -> Result<Self, PostgresError> {
+        match std::env::var("DATABASE_URL") {
+            Ok(url) => Self::from_url(&url),
+            Err(std::env::VarError::NotPresent) => Ok(Self::default()),
+            Err(std::env::VarError::NotUnicode(_)) => Err(PostgresError::InvalidUrl {
+                reason: "DATABASE_URL is not valid UTF-8".to_owned(),
+            }),
+        }
+    }
+
+    /// The validated table names of this config.
+    pub(crate) fn tables(&self) -> Result<Tables, PostgresError> {
+        Tables::new(&self.schema, &self.events_table, &self.snapshots_table)
+    }
+
+    /// Checks the settings that do not need a server.
+    pub(crate) fn validate(&self) -> Result<Tables, PostgresError> {
+        let invalid = |field: &'static str, reason: &str| PostgresError::InvalidConfig {
+            field,
+            reason: reason.to_owned(),
+        };
+        if self.host.is_empty() {
+            return Err(invalid("host", "must not be empty"));
+        }
+        if self.user.is_empty() {
+            return Err(invalid("user", "must not be empty"));
+        }
+        if self.dbname.is_empty() {
+            return Err(invalid("dbname", "must not be empty"));
+        }
+        if self.pool_size < 2 {
+            return Err(invalid(
+                "pool-size",
+                "must be at least 2 (the group-commit writer holds one connection)",
+            ));
+        }
+        if self.max_batch == 0 {
+            return Err(invalid("max-batch", "must be at least 1"));
+        }
+        if self.fetch_size == 0 || self.fetch_size > 1_000_000 {
+            return Err(invalid("fetch-size", "must be between 1 and 1000000"));
+        }
+        for (field, duration) in [
+            ("connect-timeout", self.connect_timeout),
+            ("statement-timeout", self.statement_timeout),
+            ("poll-interval", self.poll_interval),
+        ] {
+            if duration.is_zero() {
+                return Err(invalid(field, "must be longer than zero"));
+            }
+        }
+        if self.tls_mode == TlsMode::Require {
+            return Err(PostgresError::TlsUnsupported);
+        }
+        self.tables()
+    }
+
+    /// The driver's config: connection settings only.
+    pub(crate) fn pg_config(&self) -> tokio_postgres::Config {
+        let mut pg = tokio_postgres::Config::new();
+        pg.host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .dbname(&self.dbname)
+            .application_name(&self.application_name)
+            .connect_timeout(self.connect_timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .ssl_mode(tokio_postgres::config::SslMode::Disable);
+        if let Some(password) = &self.password {
+            pg.password(password.as_bytes());
+        }
+        pg
+    }
+
+    /// A pool over [`pg_config`](Self::pg_config); connects lazily.
+    pub(crate) fn pool(&self) -> Result<Pool, PostgresError> {
+        let manager = Manager::from_config(
+            self.pg_config(),
+            NoTls,
+            ManagerConfig {
+                // A connection the server terminated (restart, failover,
+                // `pg_terminate_backend`) can look alive until it is used:
+                // an empty query on checkout finds it and the pool opens a
+                // fresh one, so reads after an outage do not fail. The
+                // writer keeps its connection and does not pay this.
+                recycling_method: RecyclingMethod::Verified,
+            },
+        );
+        Pool::builder(manager)
+            .max_size(self.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(self.statement_timeout))
+            .create_timeout(Some(self.connect_timeout))
+            .recycle_timeout(Some(self.connect_timeout))
+            .build()
+            .map_err(|e| PostgresError::InvalidConfig {
+                field: "pool-size",
+                reason: e.to_string(),
+            })
+    }
+
+    /// Where the server is, for error messages (never the password).
+    pub(crate) fn place(&self) -> String {
+        format!(
+            "{}:{} (database {:?}, user {:?})",
+            self.host, self.port, self.dbname, self.user
+        )
+    }
+}

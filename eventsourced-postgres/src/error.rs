@@ -1,0 +1,192 @@
+//! [`PostgresError`]: what can go wrong, and what to do about it.
+
+use std::time::Duration;
+use tokio_postgres::error::SqlState;
+
+/// Errors of this crate: config, connection, setup and queries.
+///
+/// Event log and snapshot store operations return the core's
+/// [`EventLogError`](eventsourced::EventLogError) /
+/// [`SnapshotStoreError`](eventsourced::SnapshotStoreError), with a
+/// `PostgresError` as the source of their `Backend` variant.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PostgresError {
+    /// A config value is out of range or not a valid identifier.
+    #[error("invalid PostgreSQL config `{field}`: {reason}")]
+    InvalidConfig {
+        /// The kebab-case config key.
+        field: &'static str,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+
+    /// A connection URL could not be parsed. The URL itself is not repeated,
+    /// since it may hold a password.
+    #[error(
+        "invalid PostgreSQL URL: {reason} (expected postgres://user[:password]@host[:port]/dbname)"
+    )]
+    InvalidUrl {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// `tls-mode = "require"` was asked for, but this build has no TLS.
+    #[error(
+        "tls-mode `require` is not supported by eventsourced-postgres yet: use `disable` \
+         (loopback or a private network) or terminate TLS in a local proxy"
+    )]
+    TlsUnsupported,
+
+    /// The server refused the user or password.
+    #[error(
+        "PostgreSQL at {place} refused the login: {source}; check `user` and `password` \
+         (or the user:password part of DATABASE_URL) and the server's pg_hba.conf"
+    )]
+    Authentication {
+        /// Host, port, database and user (never the password).
+        place: String,
+        /// The server's answer.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// The database does not exist.
+    #[error(
+        "PostgreSQL at {place}: the database does not exist: {source}; create it \
+         (createdb) or set `dbname`"
+    )]
+    DatabaseMissing {
+        /// Host, port, database and user.
+        place: String,
+        /// The server's answer.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// No connection could be made (server down, wrong host or port, timeout).
+    #[error(
+        "cannot connect to PostgreSQL at {place}: {reason}; check that the server runs \
+         and that `host` and `port` are right"
+    )]
+    Connect {
+        /// Host, port, database and user.
+        place: String,
+        /// What failed.
+        reason: String,
+    },
+
+    /// A table is missing: `setup` was not run for this schema and table name.
+    #[error(
+        "table {table} does not exist: run setup() (PostgresEventLog::setup / \
+         PostgresSnapshotStore::setup) once, or fix `schema` / the table name in the config"
+    )]
+    NotSetUp {
+        /// The qualified table name.
+        table: String,
+        /// The server's answer.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// `setup` failed.
+    #[error("setup of {table} failed: {source}")]
+    Setup {
+        /// The qualified table name.
+        table: String,
+        /// The server's answer.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// A statement failed (server error or lost connection).
+    #[error("PostgreSQL failed to {operation}: {source}")]
+    Query {
+        /// What was attempted.
+        operation: &'static str,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// The server did not answer in time; the connection was dropped and the
+    /// outcome of a write is unknown.
+    #[error(
+        "PostgreSQL did not answer within {timeout:?} (statement-timeout) while trying to \
+         {operation}; the connection was dropped and the outcome is unknown"
+    )]
+    Timeout {
+        /// What was attempted.
+        operation: &'static str,
+        /// The limit that passed.
+        timeout: Duration,
+    },
+
+    /// A background task (the group-commit writer, a lookup task) is gone,
+    /// because the tokio runtime it ran on shut down.
+    #[error(
+        "a background task of the PostgreSQL event log or snapshot store has stopped \
+         (its tokio runtime shut down); create the log or store again"
+    )]
+    Stopped,
+
+    /// A number does not fit PostgreSQL's BIGINT, or a stored one is negative.
+    #[error("{what} is out of range: {value}")]
+    OutOfRange {
+        /// Which number.
+        what: &'static str,
+        /// Its value.
+        value: String,
+    },
+}
+
+impl PostgresError {
+    /// Classifies a failed connection attempt.
+    pub(crate) fn connect(place: String, error: deadpool_postgres::PoolError) -> Self {
+        use deadpool_postgres::PoolError;
+        match error {
+            PoolError::Backend(source) => match source.code() {
+                Some(code)
+                    if *code == SqlState::INVALID_PASSWORD
+                        || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION =>
+                {
+                    PostgresError::Authentication { place, source }
+                }
+                Some(code) if *code == SqlState::INVALID_CATALOG_NAME => {
+                    PostgresError::DatabaseMissing { place, source }
+                }
+                _ => PostgresError::Connect {
+                    place,
+                    reason: source.to_string(),
+                },
+            },
+            PoolError::Timeout(_) => PostgresError::Connect {
+                place,
+                reason: "timed out (connect-timeout) waiting for a connection".to_owned(),
+            },
+            other => PostgresError::Connect {
+                place,
+                reason: other.to_string(),
+            },
+        }
+    }
+
+    /// Classifies a failed statement on `table`.
+    pub(crate) fn query(
+        operation: &'static str,
+        table: &str,
+        source: tokio_postgres::Error,
+    ) -> Self {
+        match source.code() {
+            Some(code)
+                if *code == SqlState::UNDEFINED_TABLE || *code == SqlState::INVALID_SCHEMA_NAME =>
+            {
+                PostgresError::NotSetUp {
+                    table: table.to_owned(),
+                    source,
+                }
+            }
+            _ => PostgresError::Query { operation, source },
+        }
+    }
+}

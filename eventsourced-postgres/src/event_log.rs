@@ -1,0 +1,582 @@
+//! [`PostgresEventLog`]: the event log on PostgreSQL.
+
+use crate::{
+    PostgresConfig, PostgresError, listener,
+    lookup::{KeyQuery, Lookups},
+    tables::Tables,
+    writer::{self, AppendRequest},
+};
+use bytes::Bytes;
+use deadpool_postgres::{Object, Pool};
+use eventsourced::{
+    EventEnvelope, EventLog, EventLogError, Position, SeqNo, event_log::validate_id,
+};
+use futures::{Stream, StreamExt, TryStreamExt, stream};
+use std::{
+    collections::{HashMap, VecDeque},
+    fmt,
+    sync::{Arc, Mutex},
+};
+use tokio::{
+    sync::{mpsc, oneshot, watch},
+    task::JoinHandle,
+};
+use tokio_postgres::{Row, types::ToSql};
+
+/// The longest entity id (in bytes) the log accepts; longer ones would not fit
+/// the primary key index.
+pub const MAX_ID_LEN: usize = 1024;
+/// The longest entity type name (in bytes) the log accepts.
+pub const MAX_TYPE_NAME_LEN: usize = 255;
+
+/// Queued append requests before callers wait for the writer.
+const QUEUE: usize = 8192;
+
+/// SQL text built once from the validated table names.
+#[derive(Debug)]
+pub(crate) struct Sql {
+    pub(crate) begin_append: String,
+    pub(crate) append: String,
+    pub(crate) append_fast: String,
+    events_by_id: String,
+    events_by_type: String,
+}
+
+/// What the writer task, the listener and the streams share.
+pub(crate) struct Shared {
+    pub(crate) config: PostgresConfig,
+    pub(crate) tables: Tables,
+    pub(crate) pool: Pool,
+    pub(crate) sql: Sql,
+    /// Bumped after every local commit and every notification.
+    pub(crate) wake: watch::Sender<u64>,
+    /// Per entity (`type\0id`), a seq_no known to be stored: events are never
+    /// deleted, so an append expecting at most this seq_no needs no check that
+    /// its predecessor exists (see the writer's fast path).
+    known: Mutex<HashMap<String, u64>>,
+}
+
+/// Entries of [`Shared::known`] before it is cleared.
+const MAX_KNOWN: usize = 1_000_000;
+
+fn known_key(type_name: &str, id: &str) -> String {
+    // NUL cannot occur in either (refused by `validate`): the key is unambiguous.
+    format!("{type_name}\0{id}")
+}
+
+impl Shared {
+    /// Records that `seq_no` of the entity is stored.
+    pub(crate) fn learn(&self, type_name: &str, id: &str, seq_no: SeqNo) {
+        if seq_no == SeqNo::ZERO {
+            return;
+        }
+        if let Ok(mut known) = self.known.lock() {
+            if known.len() >= MAX_KNOWN {
+                known.clear();
+            }
+            let entry = known.entry(known_key(type_name, id)).or_default();
+            *entry = (*entry).max(seq_no.get());
+        }
+    }
+
+    /// Whether the event `expected` of the entity is known to be stored (or
+    /// is 0, i.e. no predecessor is needed).
+    pub(crate) fn predecessor_known(&self, type_name: &str, id: &str, expected: SeqNo) -> bool {
+        expected == SeqNo::ZERO
+            || self.known.lock().is_ok_and(|known| {
+                known
+                    .get(&known_key(type_name, id))
+                    .is_some_and(|stored| *stored >= expected.get())
+            })
+    }
+
+    /// A pooled connection, with a typed error naming the server.
+    pub(crate) async fn get(&self) -> Result<Object, PostgresError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| PostgresError::connect(self.config.place(), e))
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    writer: mpsc::Sender<AppendRequest>,
+    last_seq_nos: Lookups<i64>,
+    listener: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Ok(mut listener) = self.listener.lock()
+            && let Some(task) = listener.take()
+        {
+            task.abort();
+        }
+    }
+}
+
+/// An [`EventLog`] on PostgreSQL.
+///
+/// - Appends of all entities are group-committed by one writer task: the
+///   requests queued while a transaction runs are written together in the
+///   next one (one round trip, one fsync), each with its own conflict check.
+/// - Positions are assigned under a transaction-scoped advisory lock held
+///   until COMMIT, so they become visible in position order and a live
+///   `events_by_type` never skips an event that commits late.
+/// - Live streams wake on local commits, on `NOTIFY` from other processes,
+///   and poll every `poll-interval` in case a notification is lost.
+///
+/// Cheap to clone; clones share the pool and the writer.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use eventsourced::{EventLog, SeqNo};
+/// use eventsourced_postgres::{PostgresConfig, PostgresEventLog};
+///
+/// let config = PostgresConfig::from_url("postgres://postgres@127.0.0.1:5432/test")?;
+/// let log = PostgresEventLog::new(config).await?;
+/// log.setup().await?;
+/// let last = log.append("counter", "c-1", SeqNo::ZERO, &["+1".into()]).await?;
+/// assert_eq!(last, SeqNo::new(1));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct PostgresEventLog {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for PostgresEventLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresEventLog")
+            .field("config", &self.inner.shared.config)
+            .field("table", &self.inner.shared.tables.events())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresEventLog {
+    /// Validates `config`, connects (failing fast with a typed error when the
+    /// server is unreachable or refuses the login) and starts the writer task
+    /// on the current tokio runtime. Call [`setup`](Self::setup) once to
+    /// create the tables.
+    pub async fn new(config: PostgresConfig) -> Result<Self, PostgresError> {
+        let tables = config.validate()?;
+        let pool = config.pool()?;
+        let sql = Sql {
+            begin_append: tables.begin_append_sql(),
+            append: tables.append_sql(),
+            append_fast: tables.append_fast_sql(),
+            events_by_id: tables.events_by_id_sql(),
+            events_by_type: tables.events_by_type_sql(),
+        };
+        let (wake, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            config,
+            tables,
+            pool,
+            sql,
+            wake,
+            known: Mutex::new(HashMap::new()),
+        });
+        // Fail fast, and open the whole pool now rather than during the
+        // first burst of work (a new PostgreSQL connection forks a backend).
+        warm(&shared.pool, &shared.config).await?;
+        let (writer, requests) = mpsc::channel(QUEUE);
+        tokio::spawn(writer::run(Arc::clone(&shared), requests));
+        let query = Arc::new(KeyQuery {
+            pool: shared.pool.clone(),
+            sql: shared.tables.last_seq_nos_sql(),
+            timeout: shared.config.statement_timeout,
+            table: shared.tables.events(),
+            place: shared.config.place(),
+            operation: "read the last seq_no",
+        });
+        let last_seq_nos = Lookups::spawn(move |keys| {
+            let query = Arc::clone(&query);
+            async move {
+                let rows = query.rows(keys).await?;
+                rows.iter()
+                    .map(|row| {
+                        row.try_get::<_, i64>(0)
+                            .map_err(|e| PostgresError::query(query.operation, &query.table, e))
+                    })
+                    .collect()
+            }
+        });
+        Ok(PostgresEventLog {
+            inner: Arc::new(Inner {
+                shared,
+                writer,
+                last_seq_nos,
+                listener: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Creates the schema, the event table and its indexes if they do not
+    /// exist. Safe to run concurrently and repeatedly.
+    pub async fn setup(&self) -> Result<(), PostgresError> {
+        let shared = &self.inner.shared;
+        setup(
+            shared.get().await?,
+            shared.tables.setup_lock_key(),
+            &shared.tables.setup_events_sql(),
+            &shared.tables.events(),
+        )
+        .await
+    }
+
+    /// The connection pool, to run queries in the same database (e.g. a
+    /// projection's read model).
+    pub fn pool(&self) -> &Pool {
+        &self.inner.shared.pool
+    }
+
+    /// The validated schema and table names.
+    pub fn tables(&self) -> &Tables {
+        &self.inner.shared.tables
+    }
+
+    /// The config this log was made with.
+    pub fn config(&self) -> &PostgresConfig {
+        &self.inner.shared.config
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+
+    fn ensure_listener(&self) {
+        if let Ok(mut listener) = self.inner.listener.lock()
+            && listener.as_ref().is_none_or(JoinHandle::is_finished)
+        {
+            *listener = Some(tokio::spawn(listener::run(Arc::clone(self.shared()))));
+        }
+    }
+
+    async fn read_last_seq_no(&self, type_name: &str, id: &str) -> Result<SeqNo, EventLogError> {
+        let last = self
+            .inner
+            .last_seq_nos
+            .get(type_name, id)
+            .await
+            .map_err(|e| EventLogError::backend("postgres", "read the last seq_no", e))?;
+        let last = SeqNo::from_i64(last)
+            .ok_or_else(|| corrupt(self.shared(), type_name, id, "a negative seq_no"))?;
+        self.shared().learn(type_name, id, last);
+        Ok(last)
+    }
+}
+
+/// Opens every connection of `pool` (a typed error if one cannot be made).
+pub(crate) async fn warm(pool: &Pool, config: &PostgresConfig) -> Result<(), PostgresError> {
+    let first = pool
+        .get()
+        .await
+        .map_err(|e| PostgresError::connect(config.place(), e))?;
+    let rest = futures::future::try_join_all((1..config.pool_size).map(|_| pool.get()))
+        .await
+        .map_err(|e| PostgresError::connect(config.place(), e))?;
+    drop((first, rest));
+    Ok(())
+}
+
+/// Runs `sql` in one transaction, serialized with other `setup` runs by an
+/// advisory lock so concurrent setups do not race on the catalog.
+pub(crate) async fn setup(
+    mut client: Object,
+    lock_key: i64,
+    sql: &str,
+    table: &str,
+) -> Result<(), PostgresError> {
+    let setup_error = |source| PostgresError::Setup {
+        table: table.to_owned(),
+        source,
+    };
+    let transaction = client.transaction().await.map_err(setup_error)?;
+    transaction
+        .batch_execute(&format!("SELECT pg_advisory_xact_lock({lock_key}); {sql}"))
+        .await
+        .map_err(setup_error)?;
+    transaction.commit().await.map_err(setup_error)
+}
+
+fn read_error(operation: &'static str, error: PostgresError) -> EventLogError {
+    EventLogError::backend("postgres", operation, error)
+}
+
+fn corrupt(shared: &Shared, type_name: &str, id: &str, reason: &str) -> EventLogError {
+    EventLogError::Corrupt {
+        backend: "postgres",
+        location: format!(
+            "table {}, entity {type_name}/{id:?}",
+            shared.tables.events()
+        ),
+        reason: reason.to_owned(),
+    }
+}
+
+/// The core's id rules plus PostgreSQL's: no NUL characters (TEXT cannot hold
+/// them) and a length that fits the primary key index.
+fn validate(type_name: &str, id: &str) -> Result<(), EventLogError> {
+    validate_id(type_name, id)?;
+    let refuse = |reason: String| EventLogError::InvalidId {
+        id: id.to_owned(),
+        reason,
+    };
+    if type_name.contains('\0') || id.contains('\0') {
+        return Err(refuse(
+            "PostgreSQL text cannot hold NUL characters (\\0) in ids or type names".to_owned(),
+        ));
+    }
+    if type_name.len() > MAX_TYPE_NAME_LEN {
+        return Err(refuse(format!(
+            "the entity type name is longer than {MAX_TYPE_NAME_LEN} bytes"
+        )));
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(refuse(format!(
+            "ids are limited to {MAX_ID_LEN} bytes in the PostgreSQL log"
+        )));
+    }
+    Ok(())
+}
+
+/// Ends a stream after its first error.
+fn until_error<T, S>(stream: S) -> impl Stream<Item = Result<T, EventLogError>> + Send + 'static
+where
+    S: Stream<Item = Result<T, EventLogError>> + Send + 'static,
+    T: Send + 'static,
+{
+    stream.scan(false, |failed, item| {
+        let next = if *failed {
+            None
+        } else {
+            *failed = item.is_err();
+            Some(item)
+        };
+        futures::future::ready(next)
+    })
+}
+
+impl EventLog for PostgresEventLog {
+    async fn append(
+        &self,
+        type_name: &str,
+        id: &str,
+        expected_last: SeqNo,
+        events: &[Bytes],
+    ) -> Result<SeqNo, EventLogError> {
+        validate(type_name, id)?;
+        if events.is_empty() {
+            let last = self.read_last_seq_no(type_name, id).await?;
+            return if last == expected_last {
+                Ok(last)
+            } else {
+                Err(EventLogError::Conflict {
+                    type_name: type_name.to_owned(),
+                    id: id.to_owned(),
+                    expected: expected_last,
+                    actual: last,
+                })
+            };
+        }
+        let fits = expected_last
+            .get()
+            .checked_add(events.len() as u64)
+            .and_then(|last| SeqNo::new(last).to_i64())
+            .is_some();
+        if !fits {
+            return Err(EventLogError::backend(
+                "postgres",
+                "append",
+                PostgresError::OutOfRange {
+                    what: "the new last seq_no",
+                    value: format!("{expected_last} + {}", events.len()),
+                },
+            ));
+        }
+        let (reply, answer) = oneshot::channel();
+        let request = AppendRequest {
+            type_name: type_name.to_owned(),
+            id: id.to_owned(),
+            expected: expected_last,
+            events: events.to_vec(),
+            reply,
+        };
+        let stopped = || EventLogError::backend("postgres", "append", PostgresError::Stopped);
+        self.inner
+            .writer
+            .send(request)
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    async fn last_seq_no(&self, type_name: &str, id: &str) -> Result<SeqNo, EventLogError> {
+        validate(type_name, id)?;
+        self.read_last_seq_no(type_name, id).await
+    }
+
+    fn events_by_id(
+        &self,
+        type_name: &str,
+        id: &str,
+        from: SeqNo,
+    ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static {
+        let shared = Arc::clone(self.shared());
+        let (type_name, id) = (type_name.to_owned(), id.to_owned());
+        let rows = async move {
+            validate(&type_name, &id)?;
+            let op = "read events by id";
+            let from = from.to_i64().unwrap_or(i64::MAX);
+            let client = shared.get().await.map_err(|e| read_error(op, e))?;
+            let table = shared.tables.events();
+            let query = async {
+                let statement = client.prepare_cached(&shared.sql.events_by_id).await?;
+                let params: [&(dyn ToSql + Sync); 3] = [&type_name, &id, &from];
+                client.query_raw(&statement, params).await
+            };
+            let rows = match tokio::time::timeout(shared.config.statement_timeout, query).await {
+                Ok(rows) => {
+                    rows.map_err(|e| read_error(op, PostgresError::query(op, &table, e)))?
+                }
+                Err(_) => {
+                    // Do not hand a connection with a stuck query back to the pool.
+                    drop(Object::take(client));
+                    return Err(read_error(
+                        op,
+                        PostgresError::Timeout {
+                            operation: op,
+                            timeout: shared.config.statement_timeout,
+                        },
+                    ));
+                }
+            };
+            // The connection stays checked out until the stream ends.
+            Ok::<_, EventLogError>(rows.map(move |row| {
+                let _keep = &client;
+                let row = row.map_err(|e| read_error(op, PostgresError::query(op, &table, e)))?;
+                let seq_no: i64 = row
+                    .try_get(0)
+                    .map_err(|e| read_error(op, PostgresError::query(op, &table, e)))?;
+                let event: &[u8] = row
+                    .try_get(1)
+                    .map_err(|e| read_error(op, PostgresError::query(op, &table, e)))?;
+                let seq_no = SeqNo::from_i64(seq_no)
+                    .ok_or_else(|| corrupt(&shared, &type_name, &id, "a negative seq_no"))?;
+                Ok((seq_no, Bytes::copy_from_slice(event)))
+            }))
+        };
+        until_error(stream::once(rows).try_flatten())
+    }
+
+    fn events_by_type(
+        &self,
+        type_name: &str,
+        from: Position,
+    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static {
+        self.ensure_listener();
+        let follower = Follower {
+            inner: Arc::clone(&self.inner),
+            wake: self.inner.shared.wake.subscribe(),
+            type_name: type_name.to_owned(),
+            next: from.to_i64().unwrap_or(i64::MAX),
+            buffer: VecDeque::new(),
+            checked: false,
+        };
+        until_error(stream::try_unfold(follower, Follower::next))
+    }
+}
+
+/// The state of a live `events_by_type` stream.
+struct Follower {
+    inner: Arc<Inner>,
+    wake: watch::Receiver<u64>,
+    type_name: String,
+    /// The next position to read.
+    next: i64,
+    buffer: VecDeque<EventEnvelope>,
+    checked: bool,
+}
+
+impl Follower {
+    async fn next(mut self) -> Result<Option<(EventEnvelope, Self)>, EventLogError> {
+        if !self.checked {
+            validate(&self.type_name, "-")?;
+            self.checked = true;
+        }
+        loop {
+            if let Some(envelope) = self.buffer.pop_front() {
+                return Ok(Some((envelope, self)));
+            }
+            // Mark what we have seen before reading, so a commit that lands
+            // after the read wakes the wait below.
+            self.wake.borrow_and_update();
+            let fetched = self.fetch().await?;
+            if fetched {
+                continue;
+            }
+            let poll = self.inner.shared.config.poll_interval;
+            let _ = tokio::time::timeout(poll, self.wake.changed()).await;
+        }
+    }
+
+    /// Reads the next page; whether it held anything.
+    async fn fetch(&mut self) -> Result<bool, EventLogError> {
+        let shared = &self.inner.shared;
+        let op = "read events by type";
+        let table = shared.tables.events();
+        let limit = i64::from(shared.config.fetch_size);
+        let client = shared.get().await.map_err(|e| read_error(op, e))?;
+        let query = async {
+            let statement = client.prepare_cached(&shared.sql.events_by_type).await?;
+            client
+                .query(&statement, &[&self.type_name, &self.next, &limit])
+                .await
+        };
+        let rows: Vec<Row> = match tokio::time::timeout(shared.config.statement_timeout, query)
+            .await
+        {
+            Ok(rows) => rows.map_err(|e| read_error(op, PostgresError::query(op, &table, e)))?,
+            Err(_) => {
+                // Do not hand a connection with a stuck query back to the pool.
+                drop(Object::take(client));
+                return Err(read_error(
+                    op,
+                    PostgresError::Timeout {
+                        operation: op,
+                        timeout: shared.config.statement_timeout,
+                    },
+                ));
+            }
+        };
+        drop(client);
+        for row in &rows {
+            let get = |e| read_error(op, PostgresError::query(op, &table, e));
+            let position: i64 = row.try_get(0).map_err(get)?;
+            let id: String = row.try_get(1).map_err(get)?;
+            let seq_no: i64 = row.try_get(2).map_err(get)?;
+            let event: &[u8] = row.try_get(3).map_err(get)?;
+            let (Some(pos), Some(seq)) = (Position::from_i64(position), SeqNo::from_i64(seq_no))
+            else {
+                return Err(corrupt(
+                    shared,
+                    &self.type_name,
+                    &id,
+                    "a negative position or seq_no",
+                ));
+            };
+            self.next = position.saturating_add(1);
+            self.buffer.push_back(EventEnvelope {
+                position: pos,
+                id,
+                seq_no: seq,
+                event: Bytes::copy_from_slice(event),
+            });
+        }
+        Ok(!rows.is_empty())
+    }
+}

@@ -1,0 +1,130 @@
+//! Coalesced point reads: concurrent lookups by (type, id) (the last seq_no,
+//! a snapshot) that arrive while a query runs are answered together by the
+//! next query. Spawning many entities at once thus costs a few queries
+//! instead of one per entity.
+
+use crate::PostgresError;
+use std::{future::Future, sync::Arc};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most keys per coalesced query.
+const MAX_KEYS: usize = 1024;
+/// Queued lookups before callers wait.
+const QUEUE: usize = 4096;
+
+type Reply<R> = oneshot::Sender<Result<R, Arc<PostgresError>>>;
+
+/// One caller's lookup.
+pub(crate) struct Lookup<R> {
+    type_name: String,
+    id: String,
+    reply: Reply<R>,
+}
+
+/// The handle of a lookup task.
+pub(crate) struct Lookups<R> {
+    sender: mpsc::Sender<Lookup<R>>,
+}
+
+impl<R: Send + 'static> Lookups<R> {
+    /// Spawns the task; `query` answers a batch of keys, one result per key in
+    /// order. The task ends when this handle is dropped.
+    pub(crate) fn spawn<F, Fut>(query: F) -> Self
+    where
+        F: Fn(Vec<(String, String)>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Vec<R>, PostgresError>> + Send,
+    {
+        let (sender, mut receiver) = mpsc::channel::<Lookup<R>>(QUEUE);
+        tokio::spawn(async move {
+            while let Some(first) = receiver.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < MAX_KEYS {
+                    match receiver.try_recv() {
+                        Ok(lookup) => batch.push(lookup),
+                        Err(_) => break,
+                    }
+                }
+                let keys = batch
+                    .iter()
+                    .map(|l| (l.type_name.clone(), l.id.clone()))
+                    .collect();
+                match query(keys).await {
+                    Ok(results) if results.len() == batch.len() => {
+                        for (lookup, result) in batch.into_iter().zip(results) {
+                            let _ = lookup.reply.send(Ok(result));
+                        }
+                    }
+                    Ok(results) => {
+                        let error = Arc::new(PostgresError::OutOfRange {
+                            what: "the number of lookup results",
+                            value: format!("{} for {} keys", results.len(), batch.len()),
+                        });
+                        for lookup in batch {
+                            let _ = lookup.reply.send(Err(Arc::clone(&error)));
+                        }
+                    }
+                    Err(error) => {
+                        let error = Arc::new(error);
+                        for lookup in batch {
+                            let _ = lookup.reply.send(Err(Arc::clone(&error)));
+                        }
+                    }
+                }
+            }
+        });
+        Lookups { sender }
+    }
+
+    /// Looks up one key.
+    pub(crate) async fn get(&self, type_name: &str, id: &str) -> Result<R, Arc<PostgresError>> {
+        let (reply, answer) = oneshot::channel();
+        let lookup = Lookup {
+            type_name: type_name.to_owned(),
+            id: id.to_owned(),
+            reply,
+        };
+        let stopped = || Arc::new(PostgresError::Stopped);
+        self.sender.send(lookup).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// A statement over two text arrays (type names, ids), run on a pooled
+/// connection within a time limit.
+pub(crate) struct KeyQuery {
+    pub(crate) pool: deadpool_postgres::Pool,
+    pub(crate) sql: String,
+    pub(crate) timeout: std::time::Duration,
+    pub(crate) table: String,
+    pub(crate) place: String,
+    pub(crate) operation: &'static str,
+}
+
+impl KeyQuery {
+    /// The rows for `keys`, in key order.
+    pub(crate) async fn rows(
+        &self,
+        keys: Vec<(String, String)>,
+    ) -> Result<Vec<tokio_postgres::Row>, PostgresError> {
+        let (types, ids): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
+        let client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| PostgresError::connect(self.place.clone(), e))?;
+        let query = async {
+            let statement = client.prepare_cached(&self.sql).await?;
+            client.query(&statement, &[&types, &ids]).await
+        };
+        match tokio::time::timeout(self.timeout, query).await {
+            Ok(result) => result.map_err(|e| PostgresError::query(self.operation, &self.table, e)),
+            Err(_) => {
+                drop(deadpool_postgres::Object::take(client));
+                Err(PostgresError::Timeout {
+                    operation: self.operation,
+                    timeout: self.timeout,
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! [`PostgresSnapshotStore`]: the latest snapshot per entity in one table.
+
+use crate::{
+    PostgresConfig, PostgresError,
+    event_log::setup,
+    lookup::{KeyQuery, Lookups},
+    tables::Tables,
+};
+use bytes::Bytes;
+use deadpool_postgres::{Object, Pool};
+use eventsourced::{SeqNo, SnapshotStore, SnapshotStoreError};
+use std::{fmt, future::Future, sync::Arc};
+
+type Loaded = Option<(i64, Bytes)>;
+
+struct Inner {
+    config: PostgresConfig,
+    tables: Tables,
+    pool: Pool,
+    save: String,
+    loads: Lookups<Loaded>,
+}
+
+/// A [`SnapshotStore`] on PostgreSQL: one row per entity; a save replaces the
+/// row unless the stored snapshot has a higher seq_no.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use eventsourced_postgres::{PostgresConfig, PostgresSnapshotStore};
+///
+/// let store = PostgresSnapshotStore::new(PostgresConfig::default()).await?;
+/// store.setup().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct PostgresSnapshotStore {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for PostgresSnapshotStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresSnapshotStore")
+            .field("config", &self.inner.config)
+            .field("table", &self.inner.tables.snapshots())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresSnapshotStore {
+    /// Validates `config` and connects (failing fast with a typed error).
+    /// Call [`setup`](Self::setup) once to create the table.
+    pub async fn new(config: PostgresConfig) -> Result<Self, PostgresError> {
+        let tables = config.validate()?;
+        let pool = config.pool()?;
+        let store = Self::with_pool(config, tables, pool);
+        crate::event_log::warm(store.pool(), &store.inner.config).await?;
+        Ok(store)
+    }
+
+    /// A store sharing the pool of an event log (same database and config).
+    pub fn from_log(log: &crate::PostgresEventLog) -> Self {
+        Self::with_pool(
+            log.config().clone(),
+            log.tables().clone(),
+            log.pool().clone(),
+        )
+    }
+
+    fn with_pool(config: PostgresConfig, tables: Tables, pool: Pool) -> Self {
+        let query = Arc::new(KeyQuery {
+            pool: pool.clone(),
+            sql: tables.load_snapshots_sql(),
+            timeout: config.statement_timeout,
+            table: tables.snapshots(),
+            place: config.place(),
+            operation: "load a snapshot",
+        });
+        let loads = Lookups::spawn(move |keys| {
+            let query = Arc::clone(&query);
+            async move {
+                let rows = query.rows(keys).await?;
+                rows.iter()
+                    .map(|row| {
+                        let seq_no: Option<i64> = row.try_get(0)?;
+                        let state: Option<&[u8]> = row.try_get(1)?;
+                        Ok(seq_no.zip(state.map(Bytes::copy_from_slice)))
+                    })
+                    .collect::<Result<Vec<Loaded>, tokio_postgres::Error>>()
+                    .map_err(|e| PostgresError::query(query.operation, &query.table, e))
+            }
+        });
+        PostgresSnapshotStore {
+            inner: Arc::new(Inner {
+                save: tables.save_snapshot_sql(),
+                loads,
+                config,
+                tables,
+                pool,
+            }),
+        }
+    }
+
+    /// Creates the schema and the snapshot table if they do not exist.
+    pub async fn setup(&self) -> Result<(), PostgresError> {
+        let tables = &self.inner.tables;
+        setup(
+            self.get().await?,
+            tables.setup_lock_key(),
+            &tables.setup_snapshots_sql(),
+            &tables.snapshots(),
+        )
+        .await
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// The validated schema and table names.
+    pub fn tables(&self) -> &Tables {
+        &self.inner.tables
+    }
+
+    async fn get(&self) -> Result<Object, PostgresError> {
+        self.inner
+            .pool
+            .get()
+            .await
+            .map_err(|e| PostgresError::connect(self.inner.config.place(), e))
+    }
+
+    async fn timed<T>(
+        &self,
+        operation: &'static str,
+        work: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, SnapshotStoreError> {
+        let timeout = self.inner.config.statement_timeout;
+        let table = self.inner.tables.snapshots();
+        match tokio::time::timeout(timeout, work).await {
+            Ok(result) => result.map_err(|e| {
+                SnapshotStoreError::backend(
+                    "postgres",
+                    operation,
+                    PostgresError::query(operation, &table, e),
+                )
+            }),
+            Err(_) => Err(SnapshotStoreError::backend(
+                "postgres",
+                operation,
+                PostgresError::Timeout { operation, timeout },
+            )),
+        }
+    }
+}
+
+fn validate(type_name: &str, id: &str) -> Result<(), SnapshotStoreError> {
+    let refuse = |reason: &str| SnapshotStoreError::InvalidId {
+        id: id.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if type_name.is_empty() || id.is_empty() {
+        return Err(refuse("ids and type names must not be empty"));
+    }
+    if type_name.contains('\0') || id.contains('\0') {
+        return Err(refuse("PostgreSQL text cannot hold NUL characters (\\0)"));
+    }
+    if id.len() > crate::MAX_ID_LEN || type_name.len() > crate::MAX_TYPE_NAME_LEN {
+        return Err(refuse(
+            "the id or type name is too long for the PostgreSQL store",
+        ));
+    }
+    Ok(())
+}
+
+impl SnapshotStore for PostgresSnapshotStore {
+    async fn save(
+        &self,
+        type_name: &str,
+        id: &str,
+        seq_no: SeqNo,
+        state: Bytes,
+    ) -> Result<(), SnapshotStoreError> {
+        validate(type_name, id)?;
+        let operation = "save a snapshot";
+        let seq_no = seq_no.to_i64().ok_or_else(|| {
+            SnapshotStoreError::backend(
+                "postgres",
+                operation,
+                PostgresError::OutOfRange {
+                    what: "the snapshot seq_no",
+                    value: seq_no.to_string(),
+                },
+            )
+        })?;
+        let client = self
+            .get()
+            .await
+            .map_err(|e| SnapshotStoreError::backend("postgres", operation, e))?;
+        self.timed(operation, async {
+            let statement = client.prepare_cached(&self.inner.save).await?;
+            client
+                .execute(&statement, &[&type_name, &id, &seq_no, &state.as_ref()])
+                .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn load(
+        &self,
+        type_name: &str,
+        id: &str,
+    ) -> Result<Option<(SeqNo, Bytes)>, SnapshotStoreError> {
+        validate(type_name, id)?;
+        let loaded = self
+            .inner
+            .loads
+            .get(type_name, id)
+            .await
+            .map_err(|e| SnapshotStoreError::backend("postgres", "load a snapshot", e))?;
+        let Some((seq_no, state)) = loaded else {
+            return Ok(None);
+        };
+        let corrupt = |reason: String| SnapshotStoreError::Corrupt {
+            backend: "postgres",
+            location: format!(
+                "table {}, entity {type_name}/{id:?}",
+                self.inner.tables.snapshots()
+            ),
+            reason,
+        };
+        let seq_no =
+            SeqNo::from_i64(seq_no).ok_or_else(|| corrupt(format!("negative seq_no {seq_no}")))?;
+        Ok(Some((seq_no, state)))
+    }
+}

@@ -1,0 +1,323 @@
+//! Validated schema and table names, and every SQL statement built from them.
+
+use crate::PostgresError;
+
+/// The most bytes of a table name, so derived index names stay below
+/// PostgreSQL's 63-byte identifier limit.
+const MAX_TABLE_LEN: usize = 40;
+/// PostgreSQL's identifier limit.
+const MAX_IDENT_LEN: usize = 63;
+
+/// Schema and table names that passed validation (lowercase ASCII letters,
+/// digits and `_`, not starting with a digit or `pg_`); only these ever reach
+/// SQL text, always double-quoted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tables {
+    schema: String,
+    events: String,
+    snapshots: String,
+}
+
+/// Checks that `name` is a plain lowercase SQL identifier: `[a-z_][a-z0-9_]*`,
+/// at most `max` bytes.
+fn validate_identifier(field: &'static str, name: &str, max: usize) -> Result<(), PostgresError> {
+    let invalid = |reason: String| PostgresError::InvalidConfig { field, reason };
+    let mut chars = name.chars();
+    match chars.next() {
+        None => return Err(invalid("must not be empty".to_owned())),
+        Some(c) if !(c.is_ascii_lowercase() || c == '_') => {
+            return Err(invalid(format!(
+                "{name:?} must start with a lowercase ASCII letter or `_`"
+            )));
+        }
+        Some(_) => {}
+    }
+    if !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+        return Err(invalid(format!(
+            "{name:?} may contain only lowercase ASCII letters, digits and `_`"
+        )));
+    }
+    if name.len() > max {
+        return Err(invalid(format!("{name:?} is longer than {max} bytes")));
+    }
+    if name.starts_with("pg_") {
+        return Err(invalid(format!(
+            "{name:?} starts with `pg_`, which PostgreSQL reserves"
+        )));
+    }
+    Ok(())
+}
+
+impl Tables {
+    /// Validates the three names.
+    pub(crate) fn new(schema: &str, events: &str, snapshots: &str) -> Result<Self, PostgresError> {
+        validate_identifier("schema", schema, MAX_IDENT_LEN)?;
+        validate_identifier("events-table", events, MAX_TABLE_LEN)?;
+        validate_identifier("snapshots-table", snapshots, MAX_TABLE_LEN)?;
+        Ok(Tables {
+            schema: schema.to_owned(),
+            events: events.to_owned(),
+            snapshots: snapshots.to_owned(),
+        })
+    }
+
+    /// The schema name (validated, unquoted).
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// The qualified, quoted event table, e.g. `"public"."events"`, ready for SQL.
+    pub fn events(&self) -> String {
+        format!("\"{}\".\"{}\"", self.schema, self.events)
+    }
+
+    /// The qualified, quoted snapshot table, ready for SQL.
+    pub fn snapshots(&self) -> String {
+        format!("\"{}\".\"{}\"", self.schema, self.snapshots)
+    }
+
+    /// The key of the transaction-scoped advisory lock that serializes position
+    /// assignment for the event table (FNV-1a of the qualified name). Any other
+    /// writer of the table must take `pg_advisory_xact_lock(key)` before it
+    /// reads the highest position and hold it until COMMIT.
+    pub fn lock_key(&self) -> i64 {
+        i64::from_ne_bytes(self.hash("lock").to_ne_bytes())
+    }
+
+    /// The advisory lock key that serializes `setup` runs.
+    pub(crate) fn setup_lock_key(&self) -> i64 {
+        i64::from_ne_bytes(self.hash("setup").to_ne_bytes())
+    }
+
+    /// The LISTEN/NOTIFY channel on which writers announce commits to the
+    /// event table.
+    pub fn channel(&self) -> String {
+        format!("es_{:016x}", self.hash("notify"))
+    }
+
+    fn hash(&self, purpose: &str) -> u64 {
+        let text = format!(
+            "eventsourced-postgres:{purpose}:{}.{}",
+            self.schema, self.events
+        );
+        text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
+    /// The qualified, quoted one-row table holding the last assigned
+    /// position, e.g. `"public"."events_position"`. Any other writer of the
+    /// event table must take positions from it (under the lock of
+    /// [`lock_key`](Self::lock_key)).
+    pub fn positions(&self) -> String {
+        format!("\"{}\".\"{}_position\"", self.schema, self.events)
+    }
+
+    pub(crate) fn setup_events_sql(&self) -> String {
+        let (schema, table, name, positions) =
+            (&self.schema, self.events(), &self.events, self.positions());
+        format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
+             CREATE TABLE IF NOT EXISTS {table} (
+                 position  BIGINT NOT NULL CHECK (position > 0),
+                 type_name TEXT COLLATE \"C\" NOT NULL,
+                 id        TEXT COLLATE \"C\" NOT NULL,
+                 seq_no    BIGINT NOT NULL CHECK (seq_no > 0),
+                 event     BYTEA  NOT NULL,
+                 CONSTRAINT \"{name}_pkey\" PRIMARY KEY (type_name, id, seq_no),
+                 CONSTRAINT \"{name}_type_position_key\" UNIQUE (type_name, position)
+             );
+             CREATE TABLE IF NOT EXISTS {positions} (
+                 only_row BOOLEAN PRIMARY KEY DEFAULT true CHECK (only_row),
+                 last     BIGINT  NOT NULL CHECK (last >= 0)
+             );
+             INSERT INTO {positions} (last)
+                 SELECT COALESCE(max(position), 0) FROM {table}
+                 ON CONFLICT (only_row) DO NOTHING;"
+        )
+    }
+
+    pub(crate) fn setup_snapshots_sql(&self) -> String {
+        let (schema, table, name) = (&self.schema, self.snapshots(), &self.snapshots);
+        format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
+             CREATE TABLE IF NOT EXISTS {table} (
+                 type_name TEXT COLLATE \"C\" NOT NULL,
+                 id        TEXT COLLATE \"C\" NOT NULL,
+                 seq_no    BIGINT NOT NULL CHECK (seq_no >= 0),
+                 state     BYTEA  NOT NULL,
+                 CONSTRAINT \"{name}_pkey\" PRIMARY KEY (type_name, id)
+             );"
+        )
+    }
+
+    /// Begins the group-commit transaction and takes the position lock; sent
+    /// pipelined with [`append_sql`](Self::append_sql) and `COMMIT`.
+    pub(crate) fn begin_append_sql(&self) -> String {
+        format!(
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({})",
+            self.lock_key()
+        )
+    }
+
+    /// One group commit: `$1` type names, `$2` ids, `$3` expected last seq_nos
+    /// (one per request); `$4` request number (1-based), `$5` seq_no, `$6`
+    /// bytes, `$7` type name and `$8` id (one per event). Positions are taken
+    /// from the one-row position table, one per event in order (a conflicting
+    /// request leaves a gap: positions need only increase). Returns the
+    /// actual last seq_no of each request before the append and the number of
+    /// rows inserted; a request is written only if actual equals expected.
+    pub(crate) fn append_sql(&self) -> String {
+        let (table, positions) = (self.events(), self.positions());
+        format!(
+            "WITH req AS MATERIALIZED (
+                 SELECT r.n, r.expected,
+                        COALESCE((SELECT max(e.seq_no) FROM {table} e
+                                  WHERE e.type_name = r.type_name AND e.id = r.id), 0) AS actual
+                 FROM unnest($1::text[], $2::text[], $3::int8[]) WITH ORDINALITY AS r(type_name, id, expected, n)
+             ),
+             checked AS (
+                 SELECT array_agg(actual ORDER BY n) AS actual,
+                        array_agg(actual = expected ORDER BY n) AS ok
+                 FROM req
+             ),
+             base AS (
+                 UPDATE {positions} SET last = last + cardinality($6::bytea[])
+                 RETURNING last - cardinality($6::bytea[]) AS p
+             ),
+             ins AS (
+                 INSERT INTO {table} (position, type_name, id, seq_no, event)
+                 SELECT base.p + ev.k, ev.type_name, ev.id, ev.seq_no, ev.event
+                 FROM unnest($4::int4[], $5::int8[], $6::bytea[], $7::text[], $8::text[])
+                      WITH ORDINALITY AS ev(req, seq_no, event, type_name, id, k)
+                 CROSS JOIN base
+                 CROSS JOIN checked
+                 WHERE checked.ok[ev.req]
+                 RETURNING 1
+             )
+             SELECT (SELECT actual FROM checked) AS actual,
+                    (SELECT count(*) FROM ins) AS inserted"
+        )
+    }
+
+    /// The last seq_no of each (`$1[n]`, `$2[n]`), in order.
+    /// Announces commits to listeners of other processes: its own
+    /// transaction after the data's COMMIT, without waiting for a WAL flush
+    /// (a lost notification only delays a follower until its next poll).
+    pub(crate) fn notify_sql(&self) -> String {
+        format!(
+            "BEGIN; SET LOCAL synchronous_commit TO off; SELECT pg_notify('{}', ''); COMMIT",
+            self.channel()
+        )
+    }
+
+    /// The append of a batch whose every request is known to have its
+    /// predecessor stored: a plain insert; a stale request violates the
+    /// primary key, which fails the whole statement (and the writer then uses
+    /// [`append_sql`](Self::append_sql)). `$1` type name, `$2` id, `$3` bytes,
+    /// `$4` seq_no (one per event).
+    pub(crate) fn append_fast_sql(&self) -> String {
+        let (table, positions) = (self.events(), self.positions());
+        format!(
+            "WITH base AS (
+                 UPDATE {positions} SET last = last + cardinality($3::bytea[])
+                 RETURNING last - cardinality($3::bytea[]) AS p
+             )
+             INSERT INTO {table} (position, type_name, id, seq_no, event)
+             SELECT base.p + ev.k, ev.type_name, ev.id, ev.seq_no, ev.event
+             FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int8[])
+                  WITH ORDINALITY AS ev(type_name, id, event, seq_no, k)
+             CROSS JOIN base"
+        )
+    }
+
+    pub(crate) fn last_seq_nos_sql(&self) -> String {
+        format!(
+            "SELECT COALESCE((SELECT max(e.seq_no) FROM {} e
+                              WHERE e.type_name = r.type_name AND e.id = r.id), 0)
+             FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS r(type_name, id, n)
+             ORDER BY r.n",
+            self.events()
+        )
+    }
+
+    pub(crate) fn events_by_id_sql(&self) -> String {
+        format!(
+            "SELECT seq_no, event FROM {} WHERE type_name = $1 AND id = $2 AND seq_no >= $3 ORDER BY type_name, id, seq_no",
+            self.events()
+        )
+    }
+
+    pub(crate) fn events_by_type_sql(&self) -> String {
+        format!(
+            "SELECT position, id, seq_no, event FROM {} WHERE type_name = $1 AND position >= $2 ORDER BY type_name, position LIMIT $3",
+            self.events()
+        )
+    }
+
+    pub(crate) fn save_snapshot_sql(&self) -> String {
+        format!(
+            "INSERT INTO {} AS s (type_name, id, seq_no, state) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (type_name, id) DO UPDATE SET seq_no = EXCLUDED.seq_no, state = EXCLUDED.state
+             WHERE s.seq_no <= EXCLUDED.seq_no",
+            self.snapshots()
+        )
+    }
+
+    /// The snapshot (or NULLs) of each (`$1[n]`, `$2[n]`), in order.
+    pub(crate) fn load_snapshots_sql(&self) -> String {
+        format!(
+            "SELECT s.seq_no, s.state
+             FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS r(type_name, id, n)
+             LEFT JOIN {} s ON s.type_name = r.type_name AND s.id = r.id
+             ORDER BY r.n",
+            self.snapshots()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_validated() {
+        assert!(Tables::new("es_test_1", "events", "snapshots").is_ok());
+        for bad in [
+            "", "Events", "1events", "ev-ents", "ev\"ents", "ev ents", "pg_x", "évents", "a;drop",
+        ] {
+            assert!(
+                Tables::new("public", bad, "snapshots").is_err(),
+                "{bad:?} must be refused"
+            );
+            assert!(
+                Tables::new(bad, "events", "snapshots").is_err(),
+                "{bad:?} must be refused"
+            );
+        }
+        assert!(Tables::new("public", &"e".repeat(41), "snapshots").is_err());
+        assert!(Tables::new(&"s".repeat(64), "events", "snapshots").is_err());
+    }
+
+    #[test]
+    fn table_names_reach_every_statement() {
+        let tables = Tables::new("my_schema", "my_events", "my_snaps").expect("valid");
+        for sql in [
+            tables.append_sql(),
+            tables.append_fast_sql(),
+            tables.last_seq_nos_sql(),
+            tables.events_by_id_sql(),
+            tables.events_by_type_sql(),
+            tables.setup_events_sql(),
+        ] {
+            assert!(sql.contains("\"my_schema\".\"my_events\""), "{sql}");
+        }
+        for sql in [
+            tables.save_snapshot_sql(),
+            tables.load_snapshots_sql(),
+            tables.setup_snapshots_sql(),
+        ] {
+            assert!(sql.contains("\"my_schema\".\"my_snaps\""), "{sql}");
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! Group commit: one task per log drains the queued append requests and writes
+//! them in one transaction and one round trip.
+//!
+//! The transaction is pipelined as three messages, `BEGIN; SELECT
+//! pg_advisory_xact_lock(..)`, the prepared append statement and `COMMIT`,
+//! whose answers are read together. The advisory lock is held from the first
+//! INSERT to COMMIT, so the positions that the statement takes (the table's
+//! highest position plus one, two, ...) become visible in position order. The
+//! explicit `COMMIT` makes the reply wait for the commit record itself: an
+//! append is acknowledged only once it is durable.
+//!
+//! When every request's predecessor event is known to be stored, the
+//! statement is a plain insert and a stale request fails it on the primary
+//! key (nothing is written); otherwise, and after such a failure, each
+//! request is checked against its entity's last seq_no inside the statement:
+//! a request whose expectation does not hold writes nothing and gets a
+//! `Conflict`, the others of the batch are written. Two requests for the
+//! same entity never share a batch (the later one waits for the next). If the
+//! statement fails for a reason the server reports (say a unique violation
+//! from a writer that does not take the lock), the requests are retried one by
+//! one, so one bad request cannot fail its neighbours.
+
+use crate::{PostgresError, event_log::Shared};
+use bytes::Bytes;
+use deadpool_postgres::Object;
+use eventsourced::{EventLogError, SeqNo};
+use std::{
+    collections::{HashSet, VecDeque},
+    hash::{DefaultHasher, Hash, Hasher},
+    sync::Arc,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::{error::SqlState, types::ToSql};
+use tracing::{debug, warn};
+
+/// Most events in one group commit (a request is never split).
+const MAX_BATCH_EVENTS: usize = 20_000;
+
+/// How many times the writer yields to let callers catch up when a batch is
+/// much smaller than the one before.
+const LINGER_TURNS: usize = 8;
+
+/// One caller's append, waiting for the writer.
+pub(crate) struct AppendRequest {
+    pub(crate) type_name: String,
+    pub(crate) id: String,
+    pub(crate) expected: SeqNo,
+    pub(crate) events: Vec<Bytes>,
+    pub(crate) reply: oneshot::Sender<Result<SeqNo, EventLogError>>,
+}
+
+impl AppendRequest {
+    fn entity_key(&self) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        (&self.type_name, &self.id).hash(&mut hasher);
+        hasher.finish()
+    }
+}
+
+/// Why a group commit failed.
+enum WriteError {
+    /// The server rejected the statement and the connection is still usable:
+    /// retrying requests one by one may succeed for most of them.
+    Rejected(PostgresError),
+    /// Anything else (connection lost, timeout): the outcome is unknown.
+    Failed(PostgresError),
+}
+
+/// The writer task: runs until every handle of the log is dropped.
+pub(crate) async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<AppendRequest>) {
+    let (announce, announcements) = mpsc::channel(1);
+    tokio::spawn(notifier(Arc::clone(&shared), announcements));
+    let mut deferred: VecDeque<AppendRequest> = VecDeque::new();
+    let mut connection: Option<Object> = None;
+    let max_batch = shared.config.max_batch;
+    let mut previous = 0;
+    loop {
+        let mut batch: Vec<AppendRequest> = Vec::new();
+        let mut keys: HashSet<u64> = HashSet::new();
+        let mut events = 0;
+        let mut later: VecDeque<AppendRequest> = VecDeque::new();
+        let mut admit = |request: AppendRequest, batch: &mut Vec<AppendRequest>| {
+            let fits = batch.is_empty()
+                || (batch.len() < max_batch && events + request.events.len() <= MAX_BATCH_EVENTS);
+            // A key is taken by the first request of its entity seen in this
+            // round, admitted or not, so an entity's requests keep their order.
+            if keys.insert(request.entity_key()) && fits {
+                events += request.events.len();
+                batch.push(request);
+            } else {
+                later.push_back(request);
+            }
+        };
+        while let Some(request) = deferred.pop_front() {
+            admit(request, &mut batch);
+        }
+        if batch.is_empty() {
+            match requests.recv().await {
+                Some(request) => admit(request, &mut batch),
+                None => return,
+            }
+        }
+        // When the last batch was much larger, its callers are likely about
+        // to send again (their replies just went out): give them a few
+        // scheduler turns instead of paying a commit for a handful.
+        let mut turns = 0;
+        loop {
+            while batch.len() < max_batch {
+                match requests.try_recv() {
+                    Ok(request) => admit(request, &mut batch),
+                    Err(_) => break,
+                }
+            }
+            if turns == LINGER_TURNS || batch.len() * 2 > previous || batch.len() >= max_batch {
+                break;
+            }
+            turns += 1;
+            tokio::task::yield_now().await;
+        }
+        previous = batch.len();
+        deferred = later;
+        if write(&shared, &mut connection, batch).await {
+            // Full means an announcement is pending already: coalesced.
+            let _ = announce.try_send(());
+        }
+    }
+}
+
+/// Sends `NOTIFY` for commits, off the writers' critical path: at most one in
+/// flight, and at most about one per millisecond; ends with the writer.
+async fn notifier(shared: Arc<Shared>, mut announcements: mpsc::Receiver<()>) {
+    let sql = shared.tables.notify_sql();
+    while announcements.recv().await.is_some() {
+        let sent = async {
+            let client = shared.get().await?;
+            client
+                .batch_execute(&sql)
+                .await
+                .map_err(|e| PostgresError::query("notify", &shared.tables.events(), e))
+        };
+        if let Ok(Err(error)) = tokio::time::timeout(shared.config.statement_timeout, sent).await {
+            debug!(%error, "NOTIFY failed; followers in other processes poll");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
+/// Writes one batch and answers every request of it; whether events were
+/// written.
+async fn write(
+    shared: &Shared,
+    connection: &mut Option<Object>,
+    batch: Vec<AppendRequest>,
+) -> bool {
+    let started = std::time::Instant::now();
+    match write_once(shared, connection, &batch).await {
+        Ok(actuals) => {
+            tracing::trace!(
+                requests = batch.len(),
+                events = batch.iter().map(|r| r.events.len()).sum::<usize>(),
+                micros = started.elapsed().as_micros(),
+                "group commit"
+            );
+            reply_all(shared, batch, actuals)
+        }
+        Err(WriteError::Rejected(error)) if batch.len() > 1 => {
+            debug!(%error, requests = batch.len(), "group commit rejected; retrying one by one");
+            let mut written = false;
+            for request in batch {
+                match write_once(shared, connection, std::slice::from_ref(&request)).await {
+                    Ok(actuals) => written |= reply_all(shared, vec![request], actuals),
+                    Err(WriteError::Rejected(error) | WriteError::Failed(error)) => {
+                        let _ = request.reply.send(Err(backend(Arc::new(error))));
+                    }
+                }
+            }
+            written
+        }
+        Err(WriteError::Rejected(error) | WriteError::Failed(error)) => {
+            warn!(%error, requests = batch.len(), "group commit failed");
+            let error = Arc::new(error);
+            for request in batch {
+                let _ = request.reply.send(Err(backend(Arc::clone(&error))));
+            }
+            false
+        }
+    }
+}
+
+fn backend(error: Arc<PostgresError>) -> EventLogError {
+    EventLogError::backend("postgres", "append", error)
+}
+
+/// Answers each request from the actual last seq_no its entity had; whether
+/// any was written.
+fn reply_all(shared: &Shared, batch: Vec<AppendRequest>, actuals: Vec<SeqNo>) -> bool {
+    let mut written = false;
+    for (request, actual) in batch.into_iter().zip(actuals) {
+        let result = if actual == request.expected {
+            written = true;
+            let last = request.expected.add(request.events.len() as u64);
+            shared.learn(&request.type_name, &request.id, last);
+            Ok(last)
+        } else {
+            shared.learn(&request.type_name, &request.id, actual);
+            Err(EventLogError::Conflict {
+                type_name: request.type_name,
+                id: request.id,
+                expected: request.expected,
+                actual,
+            })
+        };
+        let _ = request.reply.send(result);
+    }
+    if written {
+        shared.wake.send_modify(|n| *n = n.wrapping_add(1));
+    }
+    written
+}
+
+/// One pipelined transaction for `batch`; returns each request's actual last
+/// seq_no before the append (the request was written iff it equals expected).
+async fn write_once(
+    shared: &Shared,
+    connection: &mut Option<Object>,
+    batch: &[AppendRequest],
+) -> Result<Vec<SeqNo>, WriteError> {
+    let timeout = shared.config.statement_timeout;
+    if connection.as_ref().is_some_and(|c| c.is_closed()) {
+        *connection = None;
+    }
+    let client = match connection {
+        Some(client) => client,
+        None => connection.insert(shared.get().await.map_err(WriteError::Failed)?),
+    };
+    let result = tokio::time::timeout(timeout, transaction(shared, client, batch)).await;
+    match result {
+        Ok(Ok(actuals)) => Ok(actuals),
+        Ok(Err(error)) => {
+            let closed = client.is_closed();
+            if closed {
+                *connection = None;
+            } else {
+                // Leave no transaction open behind a failed pipeline.
+                let _ = tokio::time::timeout(timeout, client.batch_execute("ROLLBACK")).await;
+            }
+            let rejected = !closed && error.as_db_error().is_some();
+            let table = shared.tables.events();
+            let error = PostgresError::query("append", &table, error);
+            Err(if rejected {
+                WriteError::Rejected(error)
+            } else {
+                WriteError::Failed(error)
+            })
+        }
+        Err(_) => {
+            if let Some(client) = connection.take() {
+                drop(Object::take(client));
+            }
+            Err(WriteError::Failed(PostgresError::Timeout {
+                operation: "append",
+                timeout,
+            }))
+        }
+    }
+}
+
+/// The batch's transaction: the fast path when every request's predecessor
+/// is known to be stored, the checking statement otherwise (or when the fast
+/// path met an existing event, i.e. a conflict).
+async fn transaction(
+    shared: &Shared,
+    client: &Object,
+    batch: &[AppendRequest],
+) -> Result<Vec<SeqNo>, tokio_postgres::Error> {
+    let all_known = batch
+        .iter()
+        .all(|r| shared.predecessor_known(&r.type_name, &r.id, r.expected));
+    if all_known {
+        match fast_transaction(shared, client, batch).await {
+            Ok(()) => return Ok(batch.iter().map(|r| r.expected).collect()),
+            Err(error)
+                if error.code() == Some(&SqlState::UNIQUE_VIOLATION) && !client.is_closed() =>
+            {
+                debug!(%error, "an event already exists: checking each request of the batch");
+                // The pipelined COMMIT has already ended the failed transaction.
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    checking_transaction(shared, client, batch).await
+}
+
+/// BEGIN + lock, a plain insert, COMMIT: one round trip. Any stale request
+/// violates the primary key and fails the whole statement, writing nothing.
+async fn fast_transaction(
+    shared: &Shared,
+    client: &Object,
+    batch: &[AppendRequest],
+) -> Result<(), tokio_postgres::Error> {
+    let statement = client.prepare_cached(&shared.sql.append_fast).await?;
+    let total: usize = batch.iter().map(|r| r.events.len()).sum();
+    let mut types: Vec<&str> = Vec::with_capacity(total);
+    let mut ids: Vec<&str> = Vec::with_capacity(total);
+    let mut bytes: Vec<&[u8]> = Vec::with_capacity(total);
+    let mut seq_nos: Vec<i64> = Vec::with_capacity(total);
+    for request in batch {
+        // `append` checked that expected + events fits an i64.
+        let first = request.expected.to_i64().unwrap_or(i64::MAX);
+        for (seq_no, event) in (first.saturating_add(1)..).zip(&request.events) {
+            types.push(&request.type_name);
+            ids.push(&request.id);
+            bytes.push(event.as_ref());
+            seq_nos.push(seq_no);
+        }
+    }
+    let params: [&(dyn ToSql + Sync); 4] = [&types, &ids, &bytes, &seq_nos];
+    let (begin, inserted, commit) = futures::join!(
+        client.batch_execute(&shared.sql.begin_append),
+        client.execute(&statement, &params),
+        client.batch_execute("COMMIT"),
+    );
+    begin?;
+    let inserted = inserted?;
+    commit?;
+    if usize::try_from(inserted).ok() != Some(total) {
+        warn!(
+            inserted,
+            total, "fast group commit inserted an unexpected number of rows"
+        );
+    }
+    Ok(())
+}
+
+async fn checking_transaction(
+    shared: &Shared,
+    client: &Object,
+    batch: &[AppendRequest],
+) -> Result<Vec<SeqNo>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(&shared.sql.append).await?;
+    let types: Vec<&str> = batch.iter().map(|r| r.type_name.as_str()).collect();
+    let ids: Vec<&str> = batch.iter().map(|r| r.id.as_str()).collect();
+    let mut expected: Vec<i64> = Vec::with_capacity(batch.len());
+    let total: usize = batch.iter().map(|r| r.events.len()).sum();
+    let mut ev_req: Vec<i32> = Vec::with_capacity(total);
+    let mut ev_seq: Vec<i64> = Vec::with_capacity(total);
+    let mut ev_bytes: Vec<&[u8]> = Vec::with_capacity(total);
+    let mut ev_types: Vec<&str> = Vec::with_capacity(total);
+    let mut ev_ids: Vec<&str> = Vec::with_capacity(total);
+    for (request_no, request) in (1_i32..).zip(batch) {
+        // `append` checked that expected + events fits an i64.
+        let first = request.expected.to_i64().unwrap_or(i64::MAX);
+        expected.push(first);
+        for (seq_no, event) in (first.saturating_add(1)..).zip(&request.events) {
+            ev_req.push(request_no);
+            ev_seq.push(seq_no);
+            ev_bytes.push(event.as_ref());
+            ev_types.push(&request.type_name);
+            ev_ids.push(&request.id);
+        }
+    }
+    let params: [&(dyn ToSql + Sync); 8] = [
+        &types, &ids, &expected, &ev_req, &ev_seq, &ev_bytes, &ev_types, &ev_ids,
+    ];
+    let (begin, row, commit) = futures::join!(
+        client.batch_execute(&shared.sql.begin_append),
+        client.query_one(&statement, &params),
+        client.batch_execute("COMMIT"),
+    );
+    begin?;
+    let row = row?;
+    commit?;
+    let actuals: Vec<i64> = row.try_get(0)?;
+    let inserted: i64 = row.try_get(1)?;
+    let mut expected_rows = 0_i64;
+    let mut result = Vec::with_capacity(actuals.len());
+    for (request, actual) in batch.iter().zip(&actuals) {
+        let actual = SeqNo::from_i64(*actual).unwrap_or(SeqNo::ZERO);
+        if actual == request.expected {
+            expected_rows += i64::try_from(request.events.len()).unwrap_or(i64::MAX);
+        }
+        result.push(actual);
+    }
+    if actuals.len() != batch.len() || inserted != expected_rows {
+        // Cannot happen with the statement above; refuse to guess if it does.
+        warn!(
+            inserted,
+            expected_rows, "group commit inserted an unexpected number of rows"
+        );
+    }
+    Ok(result)
+}

@@ -1,0 +1,259 @@
+//! Bad config, unreachable servers, refused logins and missing tables give
+//! typed errors whose messages say what to fix; passwords never show.
+
+mod support;
+
+use bytes::Bytes;
+use eventsourced::{EventLog, EventLogError, Position, SeqNo, SnapshotStore, SnapshotStoreError};
+use eventsourced_postgres::{
+    PostgresConfig, PostgresError, PostgresEventLog, PostgresSnapshotStore, TlsMode,
+};
+use futures::StreamExt;
+use std::{error::Error as _, time::Duration};
+use support::TestDb;
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_connect_error() {
+    let mut config = TestDb::new().config.clone();
+    config.port = 1; // nothing listens on 127.0.0.1:1
+    config.password = Some("hunter2-secret".to_owned());
+    config.connect_timeout = Duration::from_secs(2);
+    let error = timeout(WAIT, PostgresEventLog::new(config))
+        .await
+        .expect("connecting must not hang")
+        .expect_err("port 1 must not accept connections");
+    assert!(
+        matches!(error, PostgresError::Connect { .. }),
+        "got {error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains(":1 "),
+        "the message names the place: {message}"
+    );
+    assert!(
+        message.contains("`port`"),
+        "the message says what to check: {message}"
+    );
+    assert!(
+        !message.contains("hunter2"),
+        "no password in messages: {message}"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_user_is_an_authentication_error() {
+    let mut config = TestDb::new().config.clone();
+    config.user = "no_such_role_es_test".to_owned();
+    config.password = Some("hunter2-secret".to_owned());
+    let error = timeout(WAIT, PostgresEventLog::new(config))
+        .await
+        .expect("connecting must not hang")
+        .expect_err("an unknown role must be refused");
+    assert!(
+        matches!(error, PostgresError::Authentication { .. }),
+        "got {error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("`password`") && message.contains("`user`"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("hunter2"),
+        "no password in messages: {message}"
+    );
+    assert!(!format!("{error:?}").contains("hunter2"));
+}
+
+#[tokio::test]
+async fn a_missing_database_is_named() {
+    let mut config = TestDb::new().config.clone();
+    config.dbname = "no_such_database_es_test".to_owned();
+    let error = timeout(WAIT, PostgresSnapshotStore::new(config))
+        .await
+        .expect("connecting must not hang")
+        .expect_err("a missing database must be refused");
+    assert!(
+        matches!(error, PostgresError::DatabaseMissing { .. }),
+        "got {error:?}"
+    );
+    assert!(error.to_string().contains("no_such_database_es_test"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_table_tells_to_run_setup() {
+    let db = TestDb::new();
+    let log = PostgresEventLog::new(db.config.clone())
+        .await
+        .expect("connect");
+    // No setup.
+    let error = timeout(WAIT, log.append("t", "a", SeqNo::ZERO, &[Bytes::from("x")]))
+        .await
+        .expect("must not hang")
+        .expect_err("append without setup must fail");
+    let EventLogError::Backend { source, .. } = &error else {
+        panic!("expected a backend error, got {error:?}");
+    };
+    let cause = source
+        .downcast_ref::<std::sync::Arc<PostgresError>>()
+        .map(|e| &**e)
+        .or_else(|| source.downcast_ref::<PostgresError>())
+        .expect("the source is a PostgresError");
+    assert!(
+        matches!(cause, PostgresError::NotSetUp { .. }),
+        "got {cause:?}"
+    );
+    assert!(error.to_string().contains("setup()"), "{error}");
+
+    let last = timeout(WAIT, log.last_seq_no("t", "a"))
+        .await
+        .expect("must not hang");
+    assert!(
+        last.as_ref()
+            .is_err_and(|e| e.to_string().contains("setup()")),
+        "{last:?}"
+    );
+    let by_type = timeout(
+        WAIT,
+        Box::pin(log.events_by_type("t", Position::START)).next(),
+    )
+    .await
+    .expect("must not hang");
+    assert!(
+        matches!(&by_type, Some(Err(e)) if e.to_string().contains("setup()")),
+        "{by_type:?}"
+    );
+
+    let store = PostgresSnapshotStore::from_log(&log);
+    let loaded = store.load("t", "a").await;
+    assert!(
+        matches!(&loaded, Err(SnapshotStoreError::Backend { .. }))
+            && loaded.as_ref().is_err_and(|e| e
+                .source()
+                .is_some_and(|s| s.to_string().contains("setup()"))),
+        "{loaded:?}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_config_is_refused_before_connecting() {
+    let base = TestDb::new().config.clone();
+    let cases: Vec<(PostgresConfig, &str)> = vec![
+        (
+            PostgresConfig {
+                schema: "Robert'); DROP TABLE students;--".to_owned(),
+                ..base.clone()
+            },
+            "schema",
+        ),
+        (
+            PostgresConfig {
+                events_table: "events\"x".to_owned(),
+                ..base.clone()
+            },
+            "events-table",
+        ),
+        (
+            PostgresConfig {
+                snapshots_table: "".to_owned(),
+                ..base.clone()
+            },
+            "snapshots-table",
+        ),
+        (
+            PostgresConfig {
+                pool_size: 1,
+                ..base.clone()
+            },
+            "pool-size",
+        ),
+    ];
+    for (config, field) in cases {
+        let error = PostgresEventLog::new(config)
+            .await
+            .expect_err("invalid config must be refused");
+        match error {
+            PostgresError::InvalidConfig { field: f, .. } => assert_eq!(f, field),
+            other => panic!("expected InvalidConfig for {field}, got {other:?}"),
+        }
+    }
+    let tls = PostgresEventLog::new(PostgresConfig {
+        tls_mode: TlsMode::Require,
+        ..base
+    })
+    .await
+    .expect_err("tls-mode require is refused");
+    assert!(matches!(tls, PostgresError::TlsUnsupported), "{tls:?}");
+}
+
+#[test]
+fn urls_parse_and_passwords_stay_secret() {
+    let config =
+        PostgresConfig::from_url("postgres://alice:s3cr%40t@db.local:6543/shop?sslmode=disable")
+            .expect("valid URL");
+    assert_eq!(config.host, "db.local");
+    assert_eq!(config.port, 6543);
+    assert_eq!(config.user, "alice");
+    assert_eq!(config.password.as_deref(), Some("s3cr@t"));
+    assert_eq!(config.dbname, "shop");
+    assert_eq!(config.tls_mode, TlsMode::Disable);
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("s3cr"), "{debug}");
+    assert!(debug.contains("<redacted>"), "{debug}");
+    let json = serde_json::to_string(&config).expect("serialize");
+    assert!(!json.contains("s3cr"), "{json}");
+    assert!(json.contains("\"events-table\""), "kebab-case keys: {json}");
+
+    let error = PostgresConfig::from_url("postgres://bob:topsecret@host:notaport/db")
+        .expect_err("a bad port must be refused");
+    assert!(
+        matches!(error, PostgresError::InvalidUrl { .. }),
+        "{error:?}"
+    );
+    assert!(!error.to_string().contains("topsecret"), "{error}");
+
+    let defaults: PostgresConfig = serde_json::from_str("{}").expect("all keys optional");
+    assert_eq!(defaults, PostgresConfig::default());
+    assert_eq!(
+        (
+            defaults.host.as_str(),
+            defaults.port,
+            defaults.user.as_str(),
+            defaults.dbname.as_str()
+        ),
+        ("127.0.0.1", 5432, "postgres", "test")
+    );
+    assert!(serde_json::from_str::<PostgresConfig>(r#"{"no-such-key": 1}"#).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_postgres_cannot_store_are_refused_before_writing() {
+    let db = TestDb::new();
+    let log = db.log().await;
+    for id in [
+        "nul\0byte".to_owned(),
+        "x".repeat(eventsourced_postgres::MAX_ID_LEN + 1),
+    ] {
+        let result = log.append("t", &id, SeqNo::ZERO, &[Bytes::from("x")]).await;
+        assert!(
+            matches!(result, Err(EventLogError::InvalidId { .. })),
+            "{result:?}"
+        );
+    }
+    // A refused id in the same moment as good ones does not fail them.
+    let ok = log
+        .append("t", "fine", SeqNo::ZERO, &[Bytes::from("x")])
+        .await;
+    assert_eq!(ok.expect("a good id succeeds"), SeqNo::new(1));
+    let store = PostgresSnapshotStore::from_log(&log);
+    store.setup().await.expect("setup");
+    let saved = store.save("t", "nul\0", SeqNo::new(1), Bytes::new()).await;
+    assert!(
+        matches!(saved, Err(SnapshotStoreError::InvalidId { .. })),
+        "{saved:?}"
+    );
+}
