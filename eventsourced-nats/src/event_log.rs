@@ -1,0 +1,1008 @@
+//! [`NatsEventLog`]: the event log on one JetStream stream.
+
+use crate::{
+    NatsConfig, NatsError,
+    connection::{self, Connections},
+    frame::{self, MAX_EVENTS_PER_APPEND, len_u64},
+    subject::{self, Subjects},
+};
+use async_nats::{
+    HeaderMap,
+    jetstream::{
+        self,
+        consumer::{DeliverPolicy, pull::OrderedConfig},
+        context::{CreateStreamErrorKind, PublishErrorKind},
+        stream::{DirectGetErrorKind, DiscardPolicy, LastRawMessageErrorKind, RetentionPolicy},
+    },
+};
+use bytes::Bytes;
+use eventsourced::{EventEnvelope, EventLog, EventLogError, Position, SeqNo};
+use futures::{Stream, StreamExt, TryStreamExt, stream};
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Arc, Mutex, PoisonError},
+};
+use tracing::debug;
+
+const BACKEND: &str = "nats";
+
+/// Bits of a [`Position`] that hold the event's index within its message.
+const INDEX_BITS: u32 = 16;
+
+/// How many entities' last stream sequences are remembered before the memo
+/// is cleared (a miss costs one request, never correctness).
+const MEMO_CAPACITY: usize = 100_000;
+
+/// Reading an entity from seq_no `from`: with more events than this before
+/// it, binary-search the stream for the message holding `from` instead of
+/// reading (and dropping) every earlier message.
+const SEARCH_AFTER_EVENTS: u64 = 128;
+
+/// Reading an entity's last few events (fewer than this many): follow the
+/// chain of messages backwards from the last one (each message's
+/// `Nats-Expected-Last-Subject-Sequence` is its predecessor's stream
+/// sequence) with direct gets instead of starting a consumer.
+const WALK_BACK_EVENTS: u64 = 32;
+
+/// How often an append retries after JetStream reported a wrong last sequence
+/// while the entity's last seq_no matched the expectation (stale memo).
+const STALE_RETRIES: usize = 3;
+
+/// An [`EventLog`] on a NATS JetStream stream.
+///
+/// Each append is ONE message on the entity's subject carrying the whole batch
+/// (atomic), published with `Nats-Expected-Last-Subject-Sequence`, so the
+/// server refuses it if another writer appended first: a typed
+/// [`EventLogError::Conflict`], also for the first event. Appends of many
+/// entities are pipelined on the one connection. See the crate docs for the
+/// subject mapping, positions and durability.
+///
+/// Cheap to clone: clones share the connection.
+///
+/// ```no_run
+/// use eventsourced::{EventLog, SeqNo};
+/// use eventsourced_nats::{NatsConfig, NatsEventLog};
+///
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// let log = NatsEventLog::new(NatsConfig::from_url("nats://127.0.0.1:4222")).await?;
+/// log.setup().await?;
+/// let last = log.append("counter", "a.b", SeqNo::ZERO, &["1".into()]).await?;
+/// assert_eq!(last, SeqNo::new(1));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct NatsEventLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: NatsConfig,
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    stream: jetstream::stream::Stream<()>,
+    subjects: Subjects,
+    /// Changes when the client (re)connects; `None` for a client of the user's.
+    connections: Option<Connections>,
+    /// Entity subject -> its last message as last seen by this process.
+    memo: Mutex<HashMap<String, Last>>,
+}
+
+/// The last message of an entity's subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Last {
+    seq_no: SeqNo,
+    stream_seq: u64,
+}
+
+impl fmt::Debug for NatsEventLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsEventLog")
+            .field("servers", &self.inner.config.servers_for_display())
+            .field("stream", &self.inner.config.stream)
+            .field("subject_prefix", &self.inner.config.subject_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsEventLog {
+    /// Connects as `config` says. Does not create the stream: call
+    /// [`setup`](NatsEventLog::setup) once (it is idempotent) or create it
+    /// with your own tooling.
+    pub async fn new(config: NatsConfig) -> Result<Self, NatsError> {
+        let (client, connections) = connection::connect(&config).await?;
+        Self::build(client, config, Some(connections)).await
+    }
+
+    /// Uses an existing client (e.g. shared with a [`NatsSnapshotStore`](crate::NatsSnapshotStore));
+    /// the connection fields of `config` are ignored.
+    ///
+    /// Live readers ([`events_by_type`](EventLog::events_by_type)) of a log
+    /// made by [`new`](NatsEventLog::new) restart their consumer as soon as
+    /// the client reconnects; with a client of your own they notice a
+    /// restarted server only by missed heartbeats (after about 30 s).
+    pub async fn with_client(
+        client: async_nats::Client,
+        config: NatsConfig,
+    ) -> Result<Self, NatsError> {
+        Self::build(client, config, None).await
+    }
+
+    async fn build(
+        client: async_nats::Client,
+        config: NatsConfig,
+        connections: Option<Connections>,
+    ) -> Result<Self, NatsError> {
+        config.validate()?;
+        connection::check_server(&client, &config)?;
+        let jetstream = connection::jetstream(client.clone(), &config);
+        // No request: only checks the name.
+        let stream = jetstream
+            .get_stream_no_info(&config.stream)
+            .await
+            .map_err(|e| NatsError::Config {
+                field: "stream",
+                reason: e.to_string(),
+            })?;
+        Ok(NatsEventLog {
+            inner: Arc::new(Inner {
+                subjects: Subjects::new(&config.subject_prefix),
+                config,
+                client,
+                jetstream,
+                stream,
+                connections,
+                memo: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// Creates the stream, or updates its settings (replicas, max bytes) if it
+    /// exists. The stream stores `<subject-prefix>.>`, refuses appends when
+    /// full instead of discarding events, and denies deleting or purging
+    /// messages.
+    pub async fn setup(&self) -> Result<(), NatsError> {
+        let config = &self.inner.config;
+        let stream_config = jetstream::stream::Config {
+            name: config.stream.clone(),
+            description: Some("eventsourced event log".to_owned()),
+            subjects: vec![self.inner.subjects.all()],
+            retention: RetentionPolicy::Limits,
+            discard: DiscardPolicy::New,
+            max_bytes: config
+                .max_bytes
+                .and_then(|b| i64::try_from(b).ok())
+                .unwrap_or(-1),
+            max_messages: -1,
+            max_messages_per_subject: -1,
+            storage: config.storage.to_nats(),
+            num_replicas: config.replicas,
+            allow_direct: true,
+            deny_delete: true,
+            deny_purge: true,
+            ..Default::default()
+        };
+        self.inner
+            .jetstream
+            .create_or_update_stream(stream_config)
+            .await
+            .map(|_| ())
+            .map_err(|e| match e.kind() {
+                CreateStreamErrorKind::JetStreamUnavailable => NatsError::JetStreamUnavailable {
+                    servers: config.servers_for_display(),
+                },
+                _ => NatsError::Setup {
+                    what: format!(
+                        "stream {:?} (subjects {:?})",
+                        config.stream,
+                        self.inner.subjects.all()
+                    ),
+                    source: Box::new(e),
+                },
+            })
+    }
+
+    /// The config this log was created with.
+    pub fn config(&self) -> &NatsConfig {
+        &self.inner.config
+    }
+
+    /// The underlying client, e.g. to share the connection with
+    /// [`NatsSnapshotStore::with_client`](crate::NatsSnapshotStore::with_client).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.inner.client
+    }
+
+    fn remember(&self, subject: &str, last: Last, force: bool) {
+        let mut memo = self
+            .inner
+            .memo
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if memo.len() >= MEMO_CAPACITY && !memo.contains_key(subject) {
+            memo.clear();
+        }
+        match memo.get_mut(subject) {
+            Some(known) => {
+                if force || last.seq_no >= known.seq_no {
+                    *known = last;
+                }
+            }
+            None => {
+                memo.insert(subject.to_owned(), last);
+            }
+        }
+    }
+
+    fn forget(&self, subject: &str) {
+        self.inner
+            .memo
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(subject);
+    }
+
+    fn remembered(&self, subject: &str) -> Option<Last> {
+        self.inner
+            .memo
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(subject)
+            .copied()
+    }
+
+    /// The last message of `subject` from the stream leader, if any.
+    async fn fetch_last_message(
+        &self,
+        subject: &str,
+        operation: &'static str,
+    ) -> Result<Option<(Last, jetstream::message::StreamMessage)>, EventLogError> {
+        match self
+            .inner
+            .stream
+            .get_last_raw_message_by_subject(subject)
+            .await
+        {
+            Ok(message) => {
+                let seq_no = frame::last_seq_no(Some(&message.headers))
+                    .map_err(|reason| self.corrupt(subject, message.sequence, reason))?;
+                let last = Last {
+                    seq_no,
+                    stream_seq: message.sequence,
+                };
+                self.remember(subject, last, true);
+                Ok(Some((last, message)))
+            }
+            Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => {
+                self.forget(subject);
+                Ok(None)
+            }
+            Err(e) => Err(EventLogError::backend(
+                BACKEND,
+                operation,
+                format!(
+                    "cannot read the last message of subject {subject} from stream {:?}: {e}{}",
+                    self.inner.config.stream,
+                    self.setup_hint(&e.to_string())
+                ),
+            )),
+        }
+    }
+
+    async fn fetch_last(
+        &self,
+        subject: &str,
+        operation: &'static str,
+    ) -> Result<Option<Last>, EventLogError> {
+        Ok(self
+            .fetch_last_message(subject, operation)
+            .await?
+            .map(|(last, _)| last))
+    }
+
+    fn setup_hint(&self, error: &str) -> String {
+        if error.contains("stream not found") || error.contains("no responders") {
+            format!(
+                " (create the stream with NatsEventLog::setup: stream {:?}, subjects {:?})",
+                self.inner.config.stream,
+                self.inner.subjects.all()
+            )
+        } else {
+            String::new()
+        }
+    }
+
+    fn corrupt(&self, subject: &str, stream_seq: u64, reason: String) -> EventLogError {
+        EventLogError::Corrupt {
+            backend: BACKEND,
+            location: format!(
+                "stream {:?}, sequence {stream_seq}, subject {subject}",
+                self.inner.config.stream
+            ),
+            reason,
+        }
+    }
+
+    /// Publishes one message and waits for its acknowledgement; returns the
+    /// message's stream sequence.
+    async fn publish(
+        &self,
+        subject: &str,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<u64, async_nats::jetstream::context::PublishError> {
+        let ack = self
+            .inner
+            .jetstream
+            .publish_with_headers(subject.to_owned(), headers, payload)
+            .await?
+            .await?;
+        Ok(ack.sequence)
+    }
+
+    async fn append_batch(
+        &self,
+        type_name: &str,
+        id: &str,
+        expected: SeqNo,
+        events: &[Bytes],
+    ) -> Result<SeqNo, EventLogError> {
+        subject::validate(type_name, id)?;
+        if events.len() > MAX_EVENTS_PER_APPEND {
+            return Err(EventLogError::backend(
+                BACKEND,
+                "append",
+                format!(
+                    "an append of {} events exceeds the NATS backend's limit of {MAX_EVENTS_PER_APPEND} events per append; split the command",
+                    events.len()
+                ),
+            ));
+        }
+        let subject = self.inner.subjects.entity(type_name, id);
+        let conflict = |actual: SeqNo| EventLogError::Conflict {
+            type_name: type_name.to_owned(),
+            id: id.to_owned(),
+            expected,
+            actual,
+        };
+        if events.is_empty() {
+            let actual = self
+                .fetch_last(&subject, "append")
+                .await?
+                .map_or(SeqNo::ZERO, |l| l.seq_no);
+            return if actual == expected {
+                Ok(actual)
+            } else {
+                Err(conflict(actual))
+            };
+        }
+        let mut known = if expected == SeqNo::ZERO {
+            Some(Last {
+                seq_no: SeqNo::ZERO,
+                stream_seq: 0,
+            })
+        } else {
+            self.remembered(&subject).filter(|l| l.seq_no == expected)
+        };
+        let new_last = expected.add(len_u64(events.len()));
+        for _ in 0..STALE_RETRIES {
+            let last = match known {
+                Some(last) => last,
+                None => match self.fetch_last(&subject, "append").await? {
+                    Some(last) if last.seq_no == expected => last,
+                    other => return Err(conflict(other.map_or(SeqNo::ZERO, |l| l.seq_no))),
+                },
+            };
+            let (headers, payload) = frame::encode(expected.next(), events, last.stream_seq);
+            let size = payload.len();
+            match self.publish(&subject, headers, payload).await {
+                Ok(stream_seq) => {
+                    self.remember(
+                        &subject,
+                        Last {
+                            seq_no: new_last,
+                            stream_seq,
+                        },
+                        false,
+                    );
+                    return Ok(new_last);
+                }
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    // Another writer appended first, or the memo is stale.
+                    let actual = self.fetch_last(&subject, "append").await?;
+                    let actual_seq_no = actual.map_or(SeqNo::ZERO, |l| l.seq_no);
+                    if actual_seq_no != expected {
+                        return Err(conflict(actual_seq_no));
+                    }
+                    debug!(subject, "stale last stream sequence; retrying the append");
+                    known = Some(actual.unwrap_or(Last {
+                        seq_no: SeqNo::ZERO,
+                        stream_seq: 0,
+                    }));
+                }
+                Err(e) => return Err(self.publish_error(&subject, events.len(), size, e)),
+            }
+        }
+        Err(EventLogError::backend(
+            BACKEND,
+            "append",
+            format!(
+                "JetStream kept reporting a wrong last sequence on subject {subject} although the entity's last seq_no is {expected}; was stream {:?} changed outside eventsourced?",
+                self.inner.config.stream
+            ),
+        ))
+    }
+
+    fn publish_error(
+        &self,
+        subject: &str,
+        count: usize,
+        size: usize,
+        e: async_nats::jetstream::context::PublishError,
+    ) -> EventLogError {
+        let message = match e.kind() {
+            PublishErrorKind::StreamNotFound => format!(
+                "no JetStream stream stores subject {subject}{}",
+                self.setup_hint("stream not found")
+            ),
+            PublishErrorKind::TimedOut => format!(
+                "no acknowledgement for subject {subject} within {:?} (server down, unreachable or overloaded); the events may or may not be stored: recover the entity before retrying",
+                self.inner.config.request_timeout
+            ),
+            PublishErrorKind::MaxPayloadExceeded => format!(
+                "the message of {count} events ({size} bytes of payload) exceeds the server's max_payload: {e}; raise max_payload in the server config or emit smaller events"
+            ),
+            _ => format!("publishing to subject {subject} failed: {e}"),
+        };
+        EventLogError::backend(BACKEND, "append", message)
+    }
+
+    /// An ordered consumer over `filter` starting at stream sequence `start`
+    /// (0: from the beginning).
+    async fn ordered(
+        &self,
+        filter: String,
+        start: u64,
+        name: Option<String>,
+        operation: &'static str,
+    ) -> Result<jetstream::consumer::pull::Ordered, EventLogError> {
+        let deliver_policy = if start == 0 {
+            DeliverPolicy::All
+        } else {
+            DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            }
+        };
+        let config = OrderedConfig {
+            name,
+            filter_subject: filter.clone(),
+            deliver_policy,
+            ..Default::default()
+        };
+        let timeout = self.inner.config.request_timeout;
+        let fail = |what: String| {
+            EventLogError::backend(
+                BACKEND,
+                operation,
+                format!(
+                    "cannot start reading {filter} from stream {:?}: {what}{}",
+                    self.inner.config.stream,
+                    self.setup_hint(&what)
+                ),
+            )
+        };
+        let consumer = tokio::time::timeout(timeout, self.inner.stream.create_consumer(config))
+            .await
+            .map_err(|_| fail(format!("no reply within {timeout:?}")))?
+            .map_err(|e| fail(e.to_string()))?;
+        tokio::time::timeout(timeout, consumer.messages())
+            .await
+            .map_err(|_| fail(format!("no reply within {timeout:?}")))?
+            .map_err(|e| fail(e.to_string()))
+    }
+
+    /// The stream sequence and first seq_no of the entity's last message
+    /// whose first seq_no is at most `from`, searched below stream sequence
+    /// `end` with "next message by subject" direct gets. `None` (read from the
+    /// start) if there is none or the search fails: it only saves work.
+    async fn find_start(&self, subject: &str, from: SeqNo, end: u64) -> Option<(u64, SeqNo)> {
+        let (mut lo, mut hi) = (1u64, end.checked_sub(1)?);
+        let mut found = None;
+        while lo <= hi {
+            let mid = lo + (hi - lo) / 2;
+            let message = match self
+                .inner
+                .stream
+                .direct_get_next_for_subject(subject, Some(mid))
+                .await
+            {
+                Ok(message) => message,
+                Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => {
+                    hi = mid - 1;
+                    continue;
+                }
+                Err(e) => {
+                    debug!(subject, error = %e, "search failed; reading from the start");
+                    return None;
+                }
+            };
+            if message.sequence > hi {
+                hi = mid - 1;
+                continue;
+            }
+            let (first, _) = frame::header_numbers(Some(&message.headers)).ok()?;
+            if first <= from {
+                found = Some((message.sequence, first));
+                lo = message.sequence + 1;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        found
+    }
+
+    /// The events `>= from` of the entity whose last message is `last`
+    /// (decoded: `last_batch`), read by following each message's predecessor
+    /// link. `None` if a link is missing or unreadable: read with a consumer.
+    async fn walk_back(
+        &self,
+        subject: &str,
+        last: &jetstream::message::StreamMessage,
+        last_batch: frame::Batch,
+        from: SeqNo,
+    ) -> Result<Option<Vec<(SeqNo, Bytes)>>, EventLogError> {
+        let mut batches = vec![last_batch];
+        let mut previous = previous_seq(&last.headers);
+        loop {
+            let first = batches.last().map_or(SeqNo::ZERO, |b| b.first);
+            if first <= from {
+                break;
+            }
+            let Some(seq) = previous.filter(|seq| *seq > 0) else {
+                return Ok(None);
+            };
+            let message = match self.inner.stream.direct_get(seq).await {
+                Ok(message) if message.subject.as_str() == subject => message,
+                Ok(_) => return Ok(None),
+                Err(e) => {
+                    debug!(subject, seq, error = %e, "walking back failed; using a consumer");
+                    return Ok(None);
+                }
+            };
+            let batch = frame::decode(Some(&message.headers), &message.payload)
+                .map_err(|reason| self.corrupt(subject, message.sequence, reason))?;
+            if batch.last().next() != first {
+                return Err(self.corrupt(
+                    subject,
+                    message.sequence,
+                    format!(
+                        "the message ends at seq_no {} but the next one starts at {first}",
+                        batch.last()
+                    ),
+                ));
+            }
+            previous = previous_seq(&message.headers);
+            batches.push(batch);
+        }
+        Ok(Some(
+            batches
+                .into_iter()
+                .rev()
+                .flat_map(|batch| select(batch, from))
+                .collect(),
+        ))
+    }
+
+    /// Deletes a finished read's consumer in the background (best effort: the
+    /// server removes it anyway 30 s after the read stopped).
+    fn delete_consumer(&self, name: String) {
+        let stream = self.inner.stream.clone();
+        tokio::spawn(async move {
+            if let Err(e) = stream.delete_consumer(&name).await {
+                debug!(consumer = name, error = %e, "cannot delete a finished read consumer");
+            }
+        });
+    }
+
+    /// The events of one message at or after `from`.
+    fn decode_message(
+        &self,
+        message: &jetstream::Message,
+        operation: &'static str,
+    ) -> Result<(u64, frame::Batch), EventLogError> {
+        let stream_seq = message
+            .info()
+            .map_err(|e| {
+                EventLogError::backend(
+                    BACKEND,
+                    operation,
+                    format!("a delivered message has no JetStream metadata: {e}"),
+                )
+            })?
+            .stream_sequence;
+        let batch = frame::decode(message.headers.as_ref(), &message.payload)
+            .map_err(|reason| self.corrupt(message.subject.as_str(), stream_seq, reason))?;
+        Ok((stream_seq, batch))
+    }
+}
+
+/// A stream of batches, flattened.
+fn flatten<T: Send + 'static>(
+    batches: impl Stream<Item = Result<Vec<T>, EventLogError>> + Send + 'static,
+) -> impl Stream<Item = Result<T, EventLogError>> + Send + 'static {
+    batches
+        .map_ok(|batch| stream::iter(batch.into_iter().map(Ok)))
+        .try_flatten()
+}
+
+enum ById {
+    Start {
+        log: NatsEventLog,
+        type_name: String,
+        id: String,
+        from: SeqNo,
+    },
+    Reading {
+        log: NatsEventLog,
+        consumer: String,
+        subject: String,
+        messages: Box<jetstream::consumer::pull::Ordered>,
+        from: SeqNo,
+        next: SeqNo,
+        end_stream_seq: u64,
+    },
+    Done,
+}
+
+enum ByType {
+    Start {
+        log: NatsEventLog,
+        type_name: String,
+        from: Position,
+    },
+    Reading {
+        log: NatsEventLog,
+        filter: String,
+        messages: Box<jetstream::consumer::pull::Ordered>,
+        from: Position,
+        connections: Option<Connections>,
+    },
+}
+
+async fn by_id_step(state: ById) -> Result<Option<(Vec<(SeqNo, Bytes)>, ById)>, EventLogError> {
+    match state {
+        ById::Done => Ok(None),
+        ById::Start {
+            log,
+            type_name,
+            id,
+            from,
+        } => {
+            subject::validate(&type_name, &id)?;
+            let from = from.max(SeqNo::new(1));
+            let subject = log.inner.subjects.entity(&type_name, &id);
+            let Some((last, message)) = log.fetch_last_message(&subject, "read events").await?
+            else {
+                return Ok(None);
+            };
+            if last.seq_no < from {
+                return Ok(None);
+            }
+            let batch = frame::decode(Some(&message.headers), &message.payload)
+                .map_err(|reason| log.corrupt(&subject, message.sequence, reason))?;
+            if batch.first <= from {
+                // Everything asked for is in the last message: no consumer.
+                return Ok(Some((select(batch, from), ById::Done)));
+            }
+            if last.seq_no.get() - from.get() < WALK_BACK_EVENTS {
+                if let Some(events) = log.walk_back(&subject, &message, batch, from).await? {
+                    return Ok(Some((events, ById::Done)));
+                }
+            }
+            let (start, next) = if from.get() > SEARCH_AFTER_EVENTS {
+                log.find_start(&subject, from, last.stream_seq)
+                    .await
+                    .unwrap_or((0, SeqNo::new(1)))
+            } else {
+                (0, SeqNo::new(1))
+            };
+            // Named, so that it can be deleted as soon as the read is done.
+            let inbox = log.inner.client.new_inbox();
+            let consumer = format!("es-{}", inbox.rsplit('.').next().unwrap_or(&inbox));
+            let messages = log
+                .ordered(
+                    subject.clone(),
+                    start,
+                    Some(consumer.clone()),
+                    "read events",
+                )
+                .await?;
+            Ok(Some((
+                Vec::new(),
+                ById::Reading {
+                    log,
+                    consumer,
+                    subject,
+                    messages: Box::new(messages),
+                    from,
+                    next,
+                    end_stream_seq: last.stream_seq,
+                },
+            )))
+        }
+        ById::Reading {
+            log,
+            consumer,
+            subject,
+            mut messages,
+            from,
+            next,
+            end_stream_seq,
+        } => {
+            let timeout = log.inner.config.request_timeout.saturating_mul(2);
+            let message = match tokio::time::timeout(timeout, messages.next()).await {
+                Err(_) => {
+                    return Err(EventLogError::backend(
+                        BACKEND,
+                        "read events",
+                        format!(
+                            "no message of subject {subject} within {timeout:?} (server down or unreachable)"
+                        ),
+                    ));
+                }
+                Ok(None) => {
+                    return Err(EventLogError::backend(
+                        BACKEND,
+                        "read events",
+                        format!("the consumer of subject {subject} ended early"),
+                    ));
+                }
+                Ok(Some(Err(e))) => {
+                    return Err(EventLogError::backend(
+                        BACKEND,
+                        "read events",
+                        format!("reading subject {subject} failed: {e}"),
+                    ));
+                }
+                Ok(Some(Ok(message))) => message,
+            };
+            let (stream_seq, batch) = log.decode_message(&message, "read events")?;
+            if batch.first != next {
+                return Err(log.corrupt(
+                    &subject,
+                    stream_seq,
+                    format!(
+                        "the message starts at seq_no {} but {next} was expected (events missing from the stream)",
+                        batch.first
+                    ),
+                ));
+            }
+            let next = batch.last().next();
+            let done = stream_seq >= end_stream_seq;
+            let events = select(batch, from);
+            let state = if done {
+                log.delete_consumer(consumer);
+                ById::Done
+            } else {
+                ById::Reading {
+                    log,
+                    consumer,
+                    subject,
+                    messages,
+                    from,
+                    next,
+                    end_stream_seq,
+                }
+            };
+            Ok(Some((events, state)))
+        }
+    }
+}
+
+/// The stream sequence of the entity's previous message, as the append sent
+/// it in `Nats-Expected-Last-Subject-Sequence`.
+fn previous_seq(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE)
+        .and_then(|v| v.as_str().parse().ok())
+}
+
+/// The events of `batch` with seq_no `>= from`.
+fn select(batch: frame::Batch, from: SeqNo) -> Vec<(SeqNo, Bytes)> {
+    let first = batch.first;
+    batch
+        .events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| (first.add(len_u64(i)), e))
+        .filter(|(s, _)| *s >= from)
+        .collect()
+}
+
+async fn by_type_step(
+    state: ByType,
+) -> Result<Option<(Vec<EventEnvelope>, ByType)>, EventLogError> {
+    match state {
+        ByType::Start {
+            log,
+            type_name,
+            from,
+        } => {
+            subject::validate_type(&type_name)?;
+            let start = from.get() >> INDEX_BITS;
+            let filter = log.inner.subjects.entity_type(&type_name);
+            let mut connections = log.inner.connections.clone();
+            if let Some(connections) = &mut connections {
+                connections.borrow_and_update();
+            }
+            let messages = log
+                .ordered(filter.clone(), start, None, "read events by type")
+                .await?;
+            Ok(Some((
+                Vec::new(),
+                ByType::Reading {
+                    log,
+                    filter,
+                    messages: Box::new(messages),
+                    from,
+                    connections,
+                },
+            )))
+        }
+        ByType::Reading {
+            log,
+            filter,
+            mut messages,
+            from,
+            mut connections,
+        } => {
+            let next = {
+                let reconnected = async {
+                    if let Some(connections) = &mut connections {
+                        if connections.changed().await.is_ok() {
+                            return;
+                        }
+                    }
+                    // No signal (or never again): wait for messages only.
+                    std::future::pending::<()>().await;
+                };
+                tokio::select! {
+                    next = messages.next() => Some(next),
+                    () = reconnected => None,
+                }
+            };
+            let Some(next) = next else {
+                // A restarted server has lost the ephemeral consumer: start
+                // a new one after the last message handled.
+                debug!(filter, %from, "reconnected; restarting the live consumer");
+                let messages = log
+                    .ordered(
+                        filter.clone(),
+                        from.get() >> INDEX_BITS,
+                        None,
+                        "read events by type",
+                    )
+                    .await?;
+                return Ok(Some((
+                    Vec::new(),
+                    ByType::Reading {
+                        log,
+                        filter,
+                        messages: Box::new(messages),
+                        from,
+                        connections,
+                    },
+                )));
+            };
+            let message = match next {
+                None => {
+                    return Err(EventLogError::backend(
+                        BACKEND,
+                        "read events by type",
+                        "the live consumer ended; resume from the last position",
+                    ));
+                }
+                Some(Err(e)) => {
+                    return Err(EventLogError::backend(
+                        BACKEND,
+                        "read events by type",
+                        format!("the live consumer failed: {e}; resume from the last position"),
+                    ));
+                }
+                Some(Ok(message)) => message,
+            };
+            let (stream_seq, batch) = log.decode_message(&message, "read events by type")?;
+            let subject = message.subject.as_str();
+            let id = log
+                .inner
+                .subjects
+                .id_of(subject)
+                .map_err(|reason| log.corrupt(subject, stream_seq, reason))?;
+            let base = stream_seq
+                .checked_mul(1 << INDEX_BITS)
+                .filter(|_| stream_seq < 1 << (64 - INDEX_BITS))
+                .ok_or_else(|| {
+                    log.corrupt(
+                        subject,
+                        stream_seq,
+                        "the stream sequence is too large to form a position".to_owned(),
+                    )
+                })?;
+            let first = batch.first;
+            let envelopes = batch
+                .events
+                .into_iter()
+                .enumerate()
+                .map(|(i, event)| EventEnvelope {
+                    position: Position::new(base + len_u64(i)),
+                    id: id.clone(),
+                    seq_no: first.add(len_u64(i)),
+                    event,
+                })
+                .filter(|e| e.position >= from)
+                .collect();
+            // Everything of this message is handled: resume after it.
+            let from = from.max(Position::new(base.saturating_add(1 << INDEX_BITS)));
+            Ok(Some((
+                envelopes,
+                ByType::Reading {
+                    log,
+                    filter,
+                    messages,
+                    from,
+                    connections,
+                },
+            )))
+        }
+    }
+}
+
+impl EventLog for NatsEventLog {
+    fn append(
+        &self,
+        type_name: &str,
+        id: &str,
+        expected_last: SeqNo,
+        events: &[Bytes],
+    ) -> impl Future<Output = Result<SeqNo, EventLogError>> + Send {
+        self.append_batch(type_name, id, expected_last, events)
+    }
+
+    async fn last_seq_no(&self, type_name: &str, id: &str) -> Result<SeqNo, EventLogError> {
+        subject::validate(type_name, id)?;
+        let subject = self.inner.subjects.entity(type_name, id);
+        Ok(self
+            .fetch_last(&subject, "read the last seq_no")
+            .await?
+            .map_or(SeqNo::ZERO, |l| l.seq_no))
+    }
+
+    fn events_by_id(
+        &self,
+        type_name: &str,
+        id: &str,
+        from: SeqNo,
+    ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static {
+        let start = ById::Start {
+            log: self.clone(),
+            type_name: type_name.to_owned(),
+            id: id.to_owned(),
+            from,
+        };
+        flatten(stream::try_unfold(start, by_id_step))
+    }
+
+    fn events_by_type(
+        &self,
+        type_name: &str,
+        from: Position,
+    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static {
+        let start = ByType::Start {
+            log: self.clone(),
+            type_name: type_name.to_owned(),
+            from,
+        };
+        flatten(stream::try_unfold(start, by_type_step))
+    }
+}
