@@ -1,0 +1,151 @@
+//! Leases: only one instance of a named projection runs at a time.
+
+use crate::ProjectionError;
+use futures::{
+    FutureExt,
+    future::{BoxFuture, Fuse},
+};
+use std::{
+    any::Any,
+    collections::HashSet,
+    fmt,
+    future::Future,
+    sync::{Arc, Mutex, MutexGuard, OnceLock},
+};
+use tokio::sync::Notify;
+
+/// Grants the right to run a named projection to one instance at a time.
+///
+/// [`acquire`](Lease::acquire) waits until the lease is free. The returned
+/// [`LeaseGuard`] holds it until dropped and tells when it is lost (e.g. the
+/// database connection holding it broke); the projection then stops handling
+/// and waits to acquire it again.
+pub trait Lease: Send + Sync + fmt::Debug + 'static {
+    /// Waits for and takes the lease of the projection `name`.
+    fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<LeaseGuard, ProjectionError>>;
+}
+
+/// A held lease: released when dropped.
+pub struct LeaseGuard {
+    lost: Fuse<BoxFuture<'static, String>>,
+    _hold: Box<dyn Any + Send + Sync>,
+}
+
+impl LeaseGuard {
+    /// A guard that keeps `hold` alive while held (dropping it releases the
+    /// lease) and that is lost when `lost` completes with the reason.
+    pub fn new(
+        hold: impl Any + Send + Sync,
+        lost: impl Future<Output = String> + Send + 'static,
+    ) -> Self {
+        LeaseGuard {
+            lost: lost.boxed().fuse(),
+            _hold: Box::new(hold),
+        }
+    }
+
+    /// Completes with the reason when the lease is lost (and never completes
+    /// again after that).
+    pub async fn lost(&mut self) -> String {
+        (&mut self.lost).await
+    }
+}
+
+impl fmt::Debug for LeaseGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeaseGuard").finish_non_exhaustive()
+    }
+}
+
+/// A lease within one process: a second projection with the same name (on the
+/// same `InProcessLease`) waits until the first stops. It does not coordinate
+/// processes: use `PostgresLease` for that. [`InProcessLease::global`] is the
+/// default of every projection.
+#[derive(Clone, Default)]
+pub struct InProcessLease {
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    held: Mutex<HashSet<String>>,
+    released: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, HashSet<String>> {
+        // One insert or remove per update: a poisoned set is consistent.
+        self.held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl InProcessLease {
+    /// The process-wide lease that projections use unless told otherwise.
+    pub fn global() -> Self {
+        static GLOBAL: OnceLock<InProcessLease> = OnceLock::new();
+        GLOBAL.get_or_init(InProcessLease::default).clone()
+    }
+}
+
+impl fmt::Debug for InProcessLease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InProcessLease")
+            .field("held", &self.shared.lock().len())
+            .finish()
+    }
+}
+
+struct Release {
+    shared: Arc<Shared>,
+    name: String,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.shared.lock().remove(&self.name);
+        self.shared.released.notify_waiters();
+    }
+}
+
+impl Lease for InProcessLease {
+    fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<LeaseGuard, ProjectionError>> {
+        async move {
+            loop {
+                let released = self.shared.released.notified();
+                tokio::pin!(released);
+                released.as_mut().enable();
+                if self.shared.lock().insert(name.to_owned()) {
+                    let release = Release {
+                        shared: self.shared.clone(),
+                        name: name.to_owned(),
+                    };
+                    return Ok(LeaseGuard::new(release, futures::future::pending()));
+                }
+                released.await;
+            }
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn second_holder_waits_for_the_first() {
+        let lease = InProcessLease::default();
+        let first = lease.acquire("p").await.unwrap();
+        let other = lease.acquire("q").await.unwrap();
+        let waiting = lease.acquire("p");
+        tokio::pin!(waiting);
+        assert!(futures::poll!(waiting.as_mut()).is_pending());
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+        assert!(second.unwrap().is_ok());
+        drop(other);
+    }
+}

@@ -1,0 +1,207 @@
+use crate::{Lease, LeaseGuard, ProjectionError};
+use futures::{FutureExt, future::BoxFuture};
+use std::{fmt, sync::Arc, time::Duration};
+use tokio::{sync::mpsc, task::JoinHandle};
+use tokio_postgres::{Client, NoTls};
+use tracing::debug;
+
+/// A lease across processes: a session-level PostgreSQL advisory lock
+/// (`pg_try_advisory_lock`) on a dedicated connection.
+///
+/// A second instance retries every `retry_interval` and takes over as soon as
+/// the holder releases it: when the holder stops, or dies (its connection
+/// closes and the server frees the lock). The holder checks its connection
+/// every `check_interval`; if the connection breaks, the lease counts as lost
+/// and the projection stops handling until it acquires the lease again.
+///
+/// The lock key is a 64-bit FNV-1a hash of `"eventsourced-projection/" + name`.
+/// Connections are made without TLS (for servers on a trusted network).
+///
+/// ```no_run
+/// use eventsourced_projection::postgres::PostgresLease;
+/// let lease = PostgresLease::from_url("postgres://postgres@127.0.0.1:5432/test").unwrap();
+/// ```
+#[derive(Clone)]
+pub struct PostgresLease {
+    config: tokio_postgres::Config,
+    retry_interval: Duration,
+    check_interval: Duration,
+}
+
+impl fmt::Debug for PostgresLease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // tokio_postgres::Config redacts the password in its Debug output.
+        f.debug_struct("PostgresLease")
+            .field("config", &self.config)
+            .field("retry_interval", &self.retry_interval)
+            .field("check_interval", &self.check_interval)
+            .finish()
+    }
+}
+
+impl PostgresLease {
+    /// A lease on the server of `config`; retries every 500 ms, checks every 1 s.
+    /// Without a connect timeout in `config`, connecting gives up after 10 s.
+    pub fn new(mut config: tokio_postgres::Config) -> Self {
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        PostgresLease {
+            config,
+            retry_interval: Duration::from_millis(500),
+            check_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// A lease on the server of `log`, with its connection settings (host,
+    /// port, user, password, database, connect timeout) and an
+    /// `application_name` of `<its application name>-lease`.
+    pub fn for_log(log: &eventsourced_postgres::PostgresEventLog) -> Self {
+        let c = log.config();
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&c.host)
+            .port(c.port)
+            .user(&c.user)
+            .dbname(&c.dbname)
+            .application_name(format!("{}-lease", c.application_name))
+            .connect_timeout(c.connect_timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30));
+        if let Some(password) = &c.password {
+            config.password(password.as_bytes());
+        }
+        Self::new(config)
+    }
+
+    /// A lease on the server of a `postgres://` URL or key=value string.
+    pub fn from_url(url: &str) -> Result<Self, ProjectionError> {
+        let config =
+            url.parse::<tokio_postgres::Config>()
+                .map_err(|e| ProjectionError::InvalidConfig {
+                    what: "postgres lease url",
+                    reason: e.to_string(),
+                })?;
+        Ok(Self::new(config))
+    }
+
+    /// How often a waiting instance tries to take the lock.
+    pub fn retry_interval(mut self, d: Duration) -> Self {
+        self.retry_interval = d;
+        self
+    }
+
+    /// How often the holder checks its connection.
+    pub fn check_interval(mut self, d: Duration) -> Self {
+        self.check_interval = d;
+        self
+    }
+
+    /// The advisory lock key of the projection `name`.
+    pub fn key(name: &str) -> i64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in "eventsourced-projection/".bytes().chain(name.bytes()) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        i64::from_ne_bytes(hash.to_ne_bytes())
+    }
+
+    async fn try_acquire(&self, name: &str) -> Result<LeaseGuard, ProjectionError> {
+        let lease_err = |reason: String| ProjectionError::Lease {
+            name: name.to_owned(),
+            reason,
+        };
+        let (client, connection) = self
+            .config
+            .connect(NoTls)
+            .await
+            .map_err(|e| lease_err(format!("cannot connect: {e}")))?;
+        let (lost_tx, mut lost_rx) = mpsc::channel::<String>(2);
+        let connection_lost = lost_tx.clone();
+        let connection_task = AbortOnDrop(tokio::spawn(async move {
+            let reason = match connection.await {
+                Ok(()) => "the lease connection closed".to_owned(),
+                Err(e) => format!("the lease connection failed: {e}"),
+            };
+            let _ = connection_lost.send(reason).await;
+        }));
+        let key = Self::key(name);
+        loop {
+            let locked: bool = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+                .await
+                .map_err(|e| lease_err(format!("cannot take the advisory lock: {e}")))?
+                .get(0);
+            if locked {
+                break;
+            }
+            tokio::time::sleep(self.retry_interval).await;
+        }
+        debug!(projection = name, key, "advisory lock taken");
+        let client = Arc::new(client);
+        let check_interval = self.check_interval;
+        let checker = client.clone();
+        let check_task = AbortOnDrop(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(check_interval).await;
+                let check = tokio::time::timeout(
+                    check_interval.max(Duration::from_secs(1)) * 5,
+                    checker.simple_query("SELECT 1"),
+                )
+                .await;
+                let reason = match check {
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(e)) => format!("the lease connection failed: {e}"),
+                    Err(_) => "the lease connection does not answer".to_owned(),
+                };
+                let _ = lost_tx.send(reason).await;
+                return;
+            }
+        }));
+        let hold = Hold {
+            _check_task: check_task,
+            _client: client,
+            _connection_task: connection_task,
+        };
+        let lost = async move {
+            lost_rx
+                .recv()
+                .await
+                .unwrap_or_else(|| "the lease was released".to_owned())
+        };
+        Ok(LeaseGuard::new(hold, lost))
+    }
+}
+
+/// Dropped in field order: the check task first (it holds a client clone),
+/// then the client (closing the connection, which frees the lock).
+struct Hold {
+    _check_task: AbortOnDrop,
+    _client: Arc<Client>,
+    _connection_task: AbortOnDrop,
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Lease for PostgresLease {
+    fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<LeaseGuard, ProjectionError>> {
+        self.try_acquire(name).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keys_are_stable_and_distinct() {
+        let a = super::PostgresLease::key("a");
+        assert_eq!(a, super::PostgresLease::key("a"));
+        assert_ne!(a, super::PostgresLease::key("b"));
+    }
+}

@@ -1,0 +1,332 @@
+use super::validate_identifier;
+use crate::{
+    Batch, BatchError, Delivery, HandlerError, OffsetStore, ProjectedEvent, ProjectionError,
+    ProjectionSink,
+};
+use deadpool_postgres::Pool;
+use eventsourced::Position;
+use std::{fmt, future::Future};
+use tokio_postgres::{GenericClient, Transaction};
+
+const BACKEND: &str = "postgres";
+
+fn pg_err(operation: &'static str) -> impl FnOnce(tokio_postgres::Error) -> ProjectionError {
+    move |e| ProjectionError::offset_store(BACKEND, operation, e)
+}
+
+fn position_param(position: Position) -> Result<i64, ProjectionError> {
+    position.to_i64().ok_or_else(|| {
+        ProjectionError::offset_store(
+            BACKEND,
+            "store an offset",
+            format!("position {position} does not fit a bigint"),
+        )
+    })
+}
+
+fn position_column(n: i64) -> Result<Position, ProjectionError> {
+    Position::from_i64(n).ok_or_else(|| {
+        ProjectionError::offset_store(
+            BACKEND,
+            "load an offset",
+            format!("stored offset {n} is negative"),
+        )
+    })
+}
+
+/// Offsets in a PostgreSQL table `<schema>.projection_offsets (name text
+/// primary key, position bigint)`.
+///
+/// On its own (as an [`OffsetStore`] in an [`AtLeastOnce`](crate::AtLeastOnce)
+/// sink) it is at least once; with [`exactly_once`](Self::exactly_once) the
+/// handler writes in the transaction that stores the offset.
+#[derive(Clone)]
+pub struct PostgresOffsetStore {
+    pool: Pool,
+    schema: String,
+    table: String,
+}
+
+impl fmt::Debug for PostgresOffsetStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresOffsetStore")
+            .field("table", &self.table)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresOffsetStore {
+    /// An offset store in `schema` (a plain identifier, e.g. `"public"`) using
+    /// `pool`, e.g. the pool of the PostgreSQL event log. Call
+    /// [`setup`](Self::setup) once to create the table.
+    pub fn new(pool: Pool, schema: &str) -> Result<Self, ProjectionError> {
+        validate_identifier("schema", schema)?;
+        Ok(PostgresOffsetStore {
+            pool,
+            schema: schema.to_owned(),
+            table: format!("\"{schema}\".\"projection_offsets\""),
+        })
+    }
+
+    /// An offset store in the schema of `log`, on its pool: read models can
+    /// then live in the log's database. Call [`setup`](Self::setup) once.
+    pub fn for_log(log: &eventsourced_postgres::PostgresEventLog) -> Result<Self, ProjectionError> {
+        Self::new(log.pool().clone(), log.tables().schema())
+    }
+
+    /// Creates the schema and the offsets table if they do not exist.
+    pub async fn setup(&self) -> Result<(), ProjectionError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{}\"; \
+             CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, position bigint NOT NULL)",
+            self.schema, self.table
+        );
+        // Concurrent CREATE ... IF NOT EXISTS can race on the catalog; retry once.
+        if client.batch_execute(&sql).await.is_err() {
+            client.batch_execute(&sql).await.map_err(pg_err("set up"))?;
+        }
+        Ok(())
+    }
+
+    /// The pool, e.g. to query a read model.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// A sink where `handler` writes in the offset's transaction: exactly once.
+    pub fn exactly_once<H: PostgresHandler>(self, handler: H) -> PostgresExactlyOnce<H> {
+        PostgresExactlyOnce {
+            store: self,
+            handler,
+            expected: None,
+        }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, ProjectionError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| ProjectionError::offset_store(BACKEND, "get a connection", e))
+    }
+
+    async fn load_with(
+        &self,
+        client: &impl GenericClient,
+        name: &str,
+    ) -> Result<Option<Position>, ProjectionError> {
+        let sql = format!("SELECT position FROM {} WHERE name = $1", self.table);
+        let row = client
+            .query_opt(&sql, &[&name])
+            .await
+            .map_err(pg_err("load an offset"))?;
+        row.map(|r| position_column(r.get(0))).transpose()
+    }
+}
+
+impl OffsetStore for PostgresOffsetStore {
+    async fn load(&self, name: &str) -> Result<Option<Position>, ProjectionError> {
+        let client = self.client().await?;
+        self.load_with(&**client, name).await
+    }
+
+    async fn save(&self, name: &str, offset: Position) -> Result<(), ProjectionError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "INSERT INTO {} (name, position) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position",
+            self.table
+        );
+        client
+            .execute(&sql, &[&name, &position_param(offset)?])
+            .await
+            .map_err(pg_err("store an offset"))?;
+        Ok(())
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), ProjectionError> {
+        let client = self.client().await?;
+        let sql = format!("DELETE FROM {} WHERE name = $1", self.table);
+        client
+            .execute(&sql, &[&name])
+            .await
+            .map_err(pg_err("delete an offset"))?;
+        Ok(())
+    }
+}
+
+/// A handler that writes its read model in the transaction that stores the
+/// projection's offset: with [`PostgresOffsetStore::exactly_once`], each event
+/// changes the read model exactly once, whatever crashes.
+///
+/// ```
+/// use eventsourced_projection::{HandlerError, ProjectedEvent};
+/// use eventsourced_projection::postgres::{PostgresHandler, tokio_postgres::Transaction};
+///
+/// struct Totals;
+///
+/// impl PostgresHandler for Totals {
+///     type Event = i64;
+///     async fn handle(&mut self, tx: &Transaction<'_>, e: &ProjectedEvent<i64>) -> Result<(), HandlerError> {
+///         tx.execute(
+///             "INSERT INTO totals (id, total) VALUES ($1, $2) \
+///              ON CONFLICT (id) DO UPDATE SET total = totals.total + EXCLUDED.total",
+///             &[&e.id, &e.event],
+///         ).await?;
+///         Ok(())
+///     }
+///     async fn reset(&mut self, tx: &Transaction<'_>) -> Result<(), HandlerError> {
+///         tx.execute("DELETE FROM totals", &[]).await?;
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait PostgresHandler: Send + 'static {
+    /// The decoded event type.
+    type Event: Send + Sync + 'static;
+
+    /// Handles one event, writing with `tx`.
+    fn handle(
+        &mut self,
+        tx: &Transaction<'_>,
+        event: &ProjectedEvent<Self::Event>,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Clears the read model before a rebuild, in the transaction that deletes
+    /// the offset; does nothing by default.
+    fn reset(
+        &mut self,
+        tx: &Transaction<'_>,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        let _ = tx;
+        async { Ok(()) }
+    }
+}
+
+/// A [`PostgresHandler`] with a [`PostgresOffsetStore`]: each batch's writes
+/// and its offset commit in one transaction. The offset update is checked
+/// against the offset this instance committed last, so an instance that lost
+/// its lease cannot commit over another one ([`ProjectionError::OffsetConflict`]).
+pub struct PostgresExactlyOnce<H> {
+    store: PostgresOffsetStore,
+    handler: H,
+    expected: Option<Position>,
+}
+
+impl<H> fmt::Debug for PostgresExactlyOnce<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresExactlyOnce")
+            .field("store", &self.store)
+            .field("expected", &self.expected)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: PostgresHandler> PostgresExactlyOnce<H> {
+    /// The handler.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+}
+
+impl PostgresOffsetStore {
+    /// Stores `offset` in `tx` if the stored offset is `expected`.
+    async fn store_offset_checked(
+        &self,
+        tx: &Transaction<'_>,
+        name: &str,
+        expected: Option<Position>,
+        offset: Position,
+    ) -> Result<(), ProjectionError> {
+        let table = &self.table;
+        let new = position_param(offset)?;
+        let rows = match expected {
+            None => {
+                let sql = format!(
+                    "INSERT INTO {table} (name, position) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING"
+                );
+                tx.execute(&sql, &[&name, &new]).await
+            }
+            Some(expected) => {
+                let sql =
+                    format!("UPDATE {table} SET position = $2 WHERE name = $1 AND position = $3");
+                tx.execute(&sql, &[&name, &new, &position_param(expected)?])
+                    .await
+            }
+        }
+        .map_err(pg_err("store an offset"))?;
+        if rows == 1 {
+            return Ok(());
+        }
+        let actual = self.load_with(tx, name).await?;
+        Err(ProjectionError::OffsetConflict {
+            name: name.to_owned(),
+            expected,
+            actual,
+        })
+    }
+}
+
+impl<H: PostgresHandler> ProjectionSink for PostgresExactlyOnce<H> {
+    type Event = H::Event;
+
+    fn delivery(&self) -> Delivery {
+        Delivery::ExactlyOnce
+    }
+
+    async fn load_offset(&mut self, name: &str) -> Result<Option<Position>, ProjectionError> {
+        let offset = self.store.load(name).await?;
+        self.expected = offset;
+        Ok(offset)
+    }
+
+    async fn handle_batch(
+        &mut self,
+        name: &str,
+        batch: Batch<Self::Event>,
+    ) -> Result<(), BatchError> {
+        let mut client = self.store.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(pg_err("begin a transaction"))?;
+        for (index, event) in batch.events().iter().enumerate() {
+            if let Err(error) = self.handler.handle(&tx, event).await {
+                // Dropping the transaction rolls it back.
+                return Err(BatchError::Handler {
+                    index,
+                    error,
+                    committed_before: false,
+                });
+            }
+        }
+        self.store
+            .store_offset_checked(&tx, name, self.expected, batch.offset())
+            .await?;
+        tx.commit().await.map_err(pg_err("commit"))?;
+        self.expected = Some(batch.offset());
+        Ok(())
+    }
+
+    async fn reset(&mut self, name: &str) -> Result<(), ProjectionError> {
+        let mut client = self.store.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(pg_err("begin a transaction"))?;
+        let sql = format!("DELETE FROM {} WHERE name = $1", self.store.table);
+        tx.execute(&sql, &[&name])
+            .await
+            .map_err(pg_err("delete an offset"))?;
+        self.handler
+            .reset(&tx)
+            .await
+            .map_err(|e| ProjectionError::Reset {
+                name: name.to_owned(),
+                source: e.into_inner(),
+            })?;
+        tx.commit().await.map_err(pg_err("commit"))?;
+        self.expected = None;
+        Ok(())
+    }
+}

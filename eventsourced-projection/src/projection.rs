@@ -1,0 +1,792 @@
+//! The projection engine: follows `events_by_type` and drives a sink.
+
+use crate::{
+    Batch, BatchError, ErrorAction, ErrorStrategy, InProcessLease, LastError, Lease, LeaseGuard,
+    Phase, ProjectedEvent, ProjectionConfig, ProjectionError, ProjectionSink, ProjectionState,
+    lag::LagSource, strategy::Decision,
+};
+use eventsourced::{Binarize, EventEnvelope, EventLog, Position};
+use futures::{FutureExt, Stream, StreamExt};
+use std::{fmt, panic::AssertUnwindSafe, pin::Pin, sync::Arc, time::Duration};
+use tokio::{
+    sync::{Mutex, OwnedMutexGuard, watch},
+    task::JoinHandle,
+    time::Instant,
+};
+use tracing::{Instrument, debug, warn};
+
+/// A named read model kept up to date from the events of one entity type.
+///
+/// It follows [`EventLog::events_by_type`] from the offset stored by its sink,
+/// decodes events with a [`Binarize`], and hands them in batches to the sink
+/// (handler plus offset store). It runs in a background task once
+/// [`run`](Projection::run) is called, until [`stop`](Projection::stop) or its
+/// [`ErrorStrategy`] stops it, or until the last clone of the handle is
+/// dropped. Clones share the projection.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use eventsourced::{EventLog, MemoryEventLog, SerdeJson, SeqNo, Binarize};
+/// use eventsourced_projection::{
+///     AtLeastOnce, Handler, HandlerError, MemoryOffsetStore, MemoryLag, ProjectedEvent, Projection,
+/// };
+/// use std::{collections::HashMap, sync::{Arc, Mutex}, time::Duration};
+///
+/// #[derive(Clone, Default)]
+/// struct Totals(Arc<Mutex<HashMap<String, i64>>>);
+///
+/// impl Handler for Totals {
+///     type Event = i64;
+///     async fn handle(&mut self, e: &ProjectedEvent<i64>) -> Result<(), HandlerError> {
+///         *self.0.lock().unwrap().entry(e.id.clone()).or_default() += e.event;
+///         Ok(())
+///     }
+/// }
+///
+/// let log = MemoryEventLog::default();
+/// let events = [SerdeJson.encode(&2i64).unwrap(), SerdeJson.encode(&3i64).unwrap()];
+/// log.append("counter", "a", SeqNo::ZERO, &events).await.unwrap();
+///
+/// let totals = Totals::default();
+/// let projection = Projection::builder(
+///     "counter-totals", "counter", log.clone(), SerdeJson,
+///     AtLeastOnce::new(MemoryOffsetStore::default(), totals.clone()),
+/// )
+/// .lag_source(MemoryLag(log))
+/// .build()
+/// .unwrap();
+/// projection.run().await;
+/// let state = projection.wait_for(|s| s.handled == 2, Duration::from_secs(5)).await.unwrap();
+/// assert_eq!(state.offset, Some(eventsourced::Position::new(2)));
+/// assert_eq!(totals.0.lock().unwrap()["a"], 5);
+/// assert_eq!(projection.state().await.lag, Some(0));
+/// projection.stop().await;
+/// # }
+/// ```
+pub struct Projection<L, B, S>
+where
+    S: ProjectionSink,
+{
+    inner: Arc<Inner<L, B, S>>,
+    /// Dropped with the last handle: the running task then stops.
+    alive: Arc<watch::Sender<()>>,
+}
+
+impl<L, B, S: ProjectionSink> Clone for Projection<L, B, S> {
+    fn clone(&self) -> Self {
+        Projection {
+            inner: self.inner.clone(),
+            alive: self.alive.clone(),
+        }
+    }
+}
+
+impl<L, B, S: ProjectionSink> fmt::Debug for Projection<L, B, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Projection")
+            .field("name", &self.inner.config.name)
+            .field("type_name", &self.inner.config.type_name)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Config {
+    name: String,
+    type_name: String,
+    batch_size: usize,
+    max_wait: Duration,
+    strategy: ErrorStrategy,
+    restart_min_backoff: Duration,
+    restart_max_backoff: Duration,
+}
+
+struct Inner<L, B, S> {
+    config: Config,
+    log: L,
+    binarize: B,
+    lease: Arc<dyn Lease>,
+    lag: Option<Arc<dyn LagSource>>,
+    sink: Arc<Mutex<S>>,
+    status: watch::Sender<ProjectionState>,
+    control: Mutex<Option<Running>>,
+    /// Closed when the last [`Projection`] handle is dropped.
+    gone: watch::Receiver<()>,
+}
+
+struct Running {
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+/// Configures a [`Projection`]; from [`Projection::builder`].
+pub struct ProjectionBuilder<L, B, S> {
+    name: String,
+    type_name: String,
+    log: L,
+    binarize: B,
+    sink: S,
+    config: ProjectionConfig,
+    lease: Arc<dyn Lease>,
+    lag: Option<Arc<dyn LagSource>>,
+}
+
+impl<L, B, S> fmt::Debug for ProjectionBuilder<L, B, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProjectionBuilder")
+            .field("name", &self.name)
+            .field("type_name", &self.type_name)
+            .field("config", &self.config)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L, B, S> ProjectionBuilder<L, B, S>
+where
+    L: EventLog,
+    S: ProjectionSink,
+    B: Binarize<S::Event>,
+{
+    /// At most this many events per batch (one transaction); default 100.
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.config.batch_size = n;
+        self
+    }
+
+    /// How long a batch waits to fill after its first event; default 50 ms.
+    pub fn max_wait(mut self, d: Duration) -> Self {
+        self.config.max_wait = d;
+        self
+    }
+
+    /// What to do when the handler fails on an event; default
+    /// [`ErrorStrategy::Stop`].
+    pub fn error_strategy(mut self, s: ErrorStrategy) -> Self {
+        self.config.error_strategy = s;
+        self
+    }
+
+    /// The lease that makes this projection run once across instances;
+    /// default [`InProcessLease::global`].
+    pub fn lease(mut self, lease: impl Lease) -> Self {
+        self.lease = Arc::new(lease);
+        self
+    }
+
+    /// Where [`ProjectionState::lag`] comes from; without it, lag is `None`.
+    pub fn lag_source(mut self, lag: impl LagSource) -> Self {
+        self.lag = Some(Arc::new(lag));
+        self
+    }
+
+    /// The backoff after an infrastructure error (log, offset store, lease)
+    /// before reopening: `min`, doubled up to `max`; default 100 ms..5 s.
+    pub fn restart_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.config.restart_min_backoff = min;
+        self.config.restart_max_backoff = max;
+        self
+    }
+
+    /// Replaces every setting at once, e.g. with a [`ProjectionConfig`] read
+    /// from a configuration file.
+    pub fn config(mut self, config: ProjectionConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Checks the configuration and builds the projection (not yet running).
+    pub fn build(self) -> Result<Projection<L, B, S>, ProjectionError> {
+        if self.name.is_empty() {
+            return Err(ProjectionError::InvalidConfig {
+                what: "name",
+                reason: "a projection name must not be empty".to_owned(),
+            });
+        }
+        if self.type_name.is_empty() {
+            return Err(ProjectionError::InvalidConfig {
+                what: "type_name",
+                reason: "the entity type name must not be empty".to_owned(),
+            });
+        }
+        let config = self.config;
+        if config.batch_size == 0 {
+            return Err(ProjectionError::InvalidConfig {
+                what: "batch_size",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        if config.restart_min_backoff > config.restart_max_backoff {
+            return Err(ProjectionError::InvalidConfig {
+                what: "restart_backoff",
+                reason: "min must not exceed max".to_owned(),
+            });
+        }
+        let state = ProjectionState {
+            name: self.name.clone(),
+            phase: Phase::Stopped,
+            running: false,
+            offset: None,
+            lag: None,
+            delivery: self.sink.delivery(),
+            error_strategy: config.error_strategy,
+            last_error: None,
+            handled: 0,
+            skipped: 0,
+        };
+        let (alive, gone) = watch::channel(());
+        Ok(Projection {
+            alive: Arc::new(alive),
+            inner: Arc::new(Inner {
+                config: Config {
+                    name: self.name,
+                    type_name: self.type_name,
+                    batch_size: config.batch_size,
+                    max_wait: config.max_wait,
+                    strategy: config.error_strategy,
+                    restart_min_backoff: config.restart_min_backoff,
+                    restart_max_backoff: config.restart_max_backoff,
+                },
+                log: self.log,
+                binarize: self.binarize,
+                lease: self.lease,
+                lag: self.lag,
+                sink: Arc::new(Mutex::new(self.sink)),
+                status: watch::channel(state).0,
+                control: Mutex::new(None),
+                gone,
+            }),
+        })
+    }
+}
+
+impl<L, B, S> Projection<L, B, S>
+where
+    L: EventLog,
+    S: ProjectionSink,
+    B: Binarize<S::Event>,
+{
+    /// Starts configuring the projection `name` over the events of the entity
+    /// type `type_name` in `log`, decoded with `binarize`, handled by `sink`.
+    pub fn builder(
+        name: impl Into<String>,
+        type_name: impl Into<String>,
+        log: L,
+        binarize: B,
+        sink: S,
+    ) -> ProjectionBuilder<L, B, S> {
+        ProjectionBuilder {
+            name: name.into(),
+            type_name: type_name.into(),
+            log,
+            binarize,
+            sink,
+            config: ProjectionConfig::default(),
+            lease: Arc::new(InProcessLease::global()),
+            lag: None,
+        }
+    }
+
+    /// The projection's name.
+    pub fn name(&self) -> &str {
+        &self.inner.config.name
+    }
+
+    /// Starts the projection in a background task, unless it runs already. It
+    /// waits for the lease, loads its offset and follows the log.
+    pub async fn run(&self) {
+        self.start(false).await;
+    }
+
+    /// Stops the projection and waits until its task ended: the batch in
+    /// progress is committed or rolled back, the lease released.
+    pub async fn stop(&self) {
+        let running = self.inner.control.lock().await.take();
+        if let Some(running) = running {
+            running.stop.send_replace(true);
+            // A panicking task already reported itself in the state.
+            let _ = running.handle.await;
+        }
+    }
+
+    /// Rebuilds the read model from zero: stops, then runs again with a reset
+    /// first (offset deleted and the handler's `reset`, in one transaction
+    /// where the sink is transactional), once the lease is held.
+    pub async fn rebuild(&self) {
+        self.stop().await;
+        self.start(true).await;
+    }
+
+    /// The current state, with the lag queried from the lag source.
+    pub async fn state(&self) -> ProjectionState {
+        let mut state = self.inner.status.borrow().clone();
+        if let Some(lag) = &self.inner.lag {
+            match lag
+                .events_after(&self.inner.config.type_name, state.offset)
+                .await
+            {
+                Ok(n) => state.lag = Some(n),
+                Err(e) => debug!(projection = %state.name, error = %e, "lag query failed"),
+            }
+        }
+        state
+    }
+
+    /// Waits until the state (without lag) satisfies `condition`, at most
+    /// `timeout`; returns the state, or `None` on timeout.
+    pub async fn wait_for(
+        &self,
+        mut condition: impl FnMut(&ProjectionState) -> bool,
+        timeout: Duration,
+    ) -> Option<ProjectionState> {
+        let mut rx = self.inner.status.subscribe();
+        let found = tokio::time::timeout(timeout, rx.wait_for(|s| condition(s))).await;
+        match found {
+            Ok(Ok(state)) => Some(state.clone()),
+            _ => None,
+        }
+    }
+
+    async fn start(&self, reset: bool) {
+        let mut control = self.inner.control.lock().await;
+        if let Some(running) = control.take() {
+            if self.inner.status.borrow().running && !running.handle.is_finished() {
+                *control = Some(running);
+                return;
+            }
+            // The task has stopped itself (its error strategy) and is ending.
+            let _ = running.handle.await;
+        }
+        // A finished task has released the sink, or does so right away.
+        let sink = self.inner.sink.clone().lock_owned().await;
+        let (stop, stop_rx) = watch::channel(false);
+        self.inner.status.send_modify(|s| {
+            s.phase = Phase::WaitingForLease;
+            s.running = true;
+        });
+        let inner = self.inner.clone();
+        let gone = self.inner.gone.clone();
+        let handle = tokio::spawn(async move {
+            let status = inner.status.clone();
+            let worker = Worker {
+                inner,
+                sink,
+                stop: StopSignal {
+                    stop: stop_rx,
+                    gone,
+                },
+                reset,
+                restarts: 0,
+            };
+            let span = tracing::info_span!("projection", name = %worker.inner.config.name);
+            let outcome = AssertUnwindSafe(worker.run().instrument(span))
+                .catch_unwind()
+                .await;
+            if outcome.is_err() {
+                status.send_modify(|s| {
+                    s.phase = Phase::Failed;
+                    s.running = false;
+                    s.last_error = Some(LastError {
+                        message: "the projection task panicked (see the log)".to_owned(),
+                        position: None,
+                        id: None,
+                        seq_no: None,
+                        attempts: 0,
+                        action: ErrorAction::Stopped,
+                    });
+                });
+            }
+        });
+        *control = Some(Running { stop, handle });
+    }
+}
+
+/// Tells the task to stop: `stop()` was called or every handle is gone.
+struct StopSignal {
+    stop: watch::Receiver<bool>,
+    gone: watch::Receiver<()>,
+}
+
+impl StopSignal {
+    async fn requested(&mut self) {
+        tokio::select! {
+            // A dropped sender also means stop.
+            _ = self.stop.wait_for(|s| *s) => {}
+            // Nothing is ever sent: this completes when the last handle is dropped.
+            _ = self.gone.changed() => {}
+        }
+    }
+}
+
+/// How a session (one lease holding) ended.
+enum Outcome {
+    /// Stop requested.
+    Stopped,
+    /// The error strategy stopped the projection.
+    Failed(ProjectionError, LastError),
+    /// An infrastructure error: back off and start a new session.
+    Restart(ProjectionError),
+}
+
+struct Worker<L, B, S: ProjectionSink> {
+    inner: Arc<Inner<L, B, S>>,
+    sink: OwnedMutexGuard<S>,
+    stop: StopSignal,
+    reset: bool,
+    restarts: u32,
+}
+
+type EventStream =
+    Pin<Box<dyn Stream<Item = Result<EventEnvelope, eventsourced::EventLogError>> + Send>>;
+
+impl<L, B, S> Worker<L, B, S>
+where
+    L: EventLog,
+    S: ProjectionSink,
+    B: Binarize<S::Event>,
+{
+    fn name(&self) -> &str {
+        &self.inner.config.name
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        self.inner.status.send_modify(|s| {
+            s.phase = phase;
+            s.running = !matches!(phase, Phase::Stopped | Phase::Failed);
+        });
+    }
+
+    fn set_error(&self, error: LastError) {
+        self.inner
+            .status
+            .send_modify(|s| s.last_error = Some(error));
+    }
+
+    async fn stop_requested(stop: &mut StopSignal) {
+        stop.requested().await;
+    }
+
+    async fn run(mut self) {
+        loop {
+            self.set_phase(Phase::WaitingForLease);
+            let name = self.inner.config.name.clone();
+            let lease = self.inner.lease.clone();
+            let acquired = tokio::select! {
+                biased;
+                () = Self::stop_requested(&mut self.stop) => None,
+                acquired = lease.acquire(&name) => Some(acquired),
+            };
+            let outcome = match acquired {
+                None => Outcome::Stopped,
+                Some(Err(e)) => Outcome::Restart(e),
+                Some(Ok(mut guard)) => {
+                    debug!(projection = %name, "lease acquired");
+                    self.set_phase(Phase::Running);
+                    let outcome = self.session(&mut guard).await;
+                    drop(guard);
+                    outcome
+                }
+            };
+            match outcome {
+                Outcome::Stopped => {
+                    self.set_phase(Phase::Stopped);
+                    return;
+                }
+                Outcome::Failed(error, last) => {
+                    warn!(projection = %name, %error, "projection stopped by its error strategy");
+                    self.set_error(last);
+                    self.set_phase(Phase::Failed);
+                    return;
+                }
+                Outcome::Restart(error) => {
+                    self.restarts = self.restarts.saturating_add(1);
+                    let c = &self.inner.config;
+                    let backoff = c
+                        .restart_min_backoff
+                        .saturating_mul(2u32.saturating_pow(self.restarts - 1))
+                        .min(c.restart_max_backoff);
+                    warn!(projection = %name, %error, ?backoff, "projection restarts after an error");
+                    self.set_error(LastError {
+                        message: error.to_string(),
+                        position: None,
+                        id: None,
+                        seq_no: None,
+                        attempts: self.restarts,
+                        action: ErrorAction::Restarting,
+                    });
+                    self.set_phase(Phase::Restarting);
+                    tokio::select! {
+                        biased;
+                        () = Self::stop_requested(&mut self.stop) => {
+                            self.set_phase(Phase::Stopped);
+                            return;
+                        }
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles events while the lease is held.
+    async fn session(&mut self, guard: &mut LeaseGuard) -> Outcome {
+        let name = self.name().to_owned();
+        if self.reset {
+            if let Err(e) = self.sink.reset(&name).await {
+                return Outcome::Restart(e);
+            }
+            self.reset = false;
+            self.inner.status.send_modify(|s| s.offset = None);
+            debug!(projection = %name, "read model and offset reset");
+        }
+        let offset = match self.sink.load_offset(&name).await {
+            Ok(offset) => offset,
+            Err(e) => return Outcome::Restart(e),
+        };
+        self.inner.status.send_modify(|s| s.offset = offset);
+        let from = offset.map_or(Position::START, Position::next);
+        let mut events: EventStream = Box::pin(
+            self.inner
+                .log
+                .events_by_type(&self.inner.config.type_name, from),
+        );
+        loop {
+            let first = tokio::select! {
+                biased;
+                () = Self::stop_requested(&mut self.stop) => return Outcome::Stopped,
+                reason = guard.lost() => return Outcome::Restart(self.lease_lost(reason)),
+                first = events.next() => first,
+            };
+            let mut envelopes = Vec::new();
+            let mut stream_error = None;
+            match first {
+                Some(Ok(envelope)) => envelopes.push(envelope),
+                Some(Err(e)) => return Outcome::Restart(self.log_error(e)),
+                None => return Outcome::Restart(self.stream_ended()),
+            }
+            let deadline = Instant::now() + self.inner.config.max_wait;
+            while envelopes.len() < self.inner.config.batch_size {
+                match tokio::time::timeout_at(deadline, events.next()).await {
+                    Ok(Some(Ok(envelope))) => envelopes.push(envelope),
+                    Ok(Some(Err(e))) => {
+                        stream_error = Some(self.log_error(e));
+                        break;
+                    }
+                    Ok(None) => {
+                        stream_error = Some(self.stream_ended());
+                        break;
+                    }
+                    Err(_elapsed) => break,
+                }
+            }
+            if let Some(reason) = guard.lost().now_or_never() {
+                return Outcome::Restart(self.lease_lost(reason));
+            }
+            if let Err(outcome) = self.process(envelopes, guard).await {
+                return outcome;
+            }
+            if let Some(e) = stream_error {
+                return Outcome::Restart(e);
+            }
+        }
+    }
+
+    fn lease_lost(&self, reason: String) -> ProjectionError {
+        ProjectionError::Lease {
+            name: self.name().to_owned(),
+            reason: format!("lease lost: {reason}"),
+        }
+    }
+
+    fn log_error(&self, source: eventsourced::EventLogError) -> ProjectionError {
+        ProjectionError::EventLog {
+            name: self.name().to_owned(),
+            source,
+        }
+    }
+
+    fn stream_ended(&self) -> ProjectionError {
+        self.log_error(eventsourced::EventLogError::backend(
+            "projection",
+            "follow events_by_type",
+            "the live stream ended without an error",
+        ))
+    }
+
+    /// Decodes and handles a batch of envelopes, applying the error strategy.
+    async fn process(
+        &mut self,
+        envelopes: Vec<EventEnvelope>,
+        guard: &mut LeaseGuard,
+    ) -> Result<(), Outcome> {
+        let mut envelopes = envelopes.into_iter().peekable();
+        while envelopes.peek().is_some() {
+            let mut decoded = Vec::new();
+            let mut undecodable = None;
+            for envelope in envelopes.by_ref() {
+                match self.inner.binarize.decode(envelope.event.clone()) {
+                    Ok(event) => decoded.push(ProjectedEvent {
+                        position: envelope.position,
+                        id: envelope.id,
+                        seq_no: envelope.seq_no,
+                        event,
+                    }),
+                    Err(e) => {
+                        undecodable = Some((envelope, e));
+                        break;
+                    }
+                }
+            }
+            if !decoded.is_empty() {
+                self.handle_events(decoded.into(), guard).await?;
+            }
+            if let Some((envelope, source)) = undecodable {
+                let error = ProjectionError::Decode {
+                    name: self.name().to_owned(),
+                    position: envelope.position,
+                    source,
+                };
+                let last = LastError {
+                    message: error.to_string(),
+                    position: Some(envelope.position),
+                    id: Some(envelope.id.clone()),
+                    seq_no: Some(envelope.seq_no),
+                    attempts: 1,
+                    action: ErrorAction::Stopped,
+                };
+                match self.inner.config.strategy.decide(1, false) {
+                    Decision::Skip => self.skip(envelope.position, last).await?,
+                    Decision::Stop | Decision::Retry(_) => {
+                        return Err(Outcome::Failed(error, last));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles decoded events in batches; a failing event is isolated (the
+    /// events before it committed) and handled by the error strategy.
+    async fn handle_events(
+        &mut self,
+        events: Arc<[ProjectedEvent<S::Event>]>,
+        guard: &mut LeaseGuard,
+    ) -> Result<(), Outcome> {
+        let name = self.name().to_owned();
+        let len = events.len();
+        let (mut start, mut end, mut attempts) = (0, len, 0u32);
+        while start < len {
+            let offset = events[end - 1].position;
+            let batch = Batch {
+                events: events.clone(),
+                range: start..end,
+                offset,
+            };
+            match self.sink.handle_batch(&name, batch).await {
+                Ok(()) => {
+                    self.committed(offset, end - start, 0);
+                    start = end;
+                    end = len;
+                    attempts = 0;
+                }
+                Err(BatchError::Store(e)) => return Err(Outcome::Restart(e)),
+                Err(BatchError::Handler {
+                    index,
+                    error,
+                    committed_before,
+                }) => {
+                    let failing = start + index;
+                    if committed_before && index > 0 {
+                        self.committed(events[failing - 1].position, index, 0);
+                        start = failing;
+                    }
+                    if failing > start {
+                        // Commit the events before the failing one first.
+                        end = failing;
+                        continue;
+                    }
+                    attempts = attempts.saturating_add(1);
+                    let event = &events[start];
+                    let decision = self.inner.config.strategy.decide(attempts, true);
+                    let mut last = LastError {
+                        message: error.to_string(),
+                        position: Some(event.position),
+                        id: Some(event.id.clone()),
+                        seq_no: Some(event.seq_no),
+                        attempts,
+                        action: ErrorAction::Retrying,
+                    };
+                    match decision {
+                        Decision::Retry(backoff) => {
+                            warn!(projection = %name, position = %event.position, id = %event.id,
+                                seq_no = %event.seq_no, attempts, %error, ?backoff,
+                                "handler failed, retrying");
+                            self.set_error(last);
+                            self.set_phase(Phase::Retrying);
+                            tokio::select! {
+                                biased;
+                                () = Self::stop_requested(&mut self.stop) => return Err(Outcome::Stopped),
+                                reason = guard.lost() => return Err(Outcome::Restart(self.lease_lost(reason))),
+                                () = tokio::time::sleep(backoff) => {}
+                            }
+                            self.set_phase(Phase::Running);
+                            end = start + 1;
+                        }
+                        Decision::Skip => {
+                            last.action = ErrorAction::Skipped;
+                            self.skip(event.position, last).await?;
+                            start += 1;
+                            end = len;
+                            attempts = 0;
+                        }
+                        Decision::Stop => {
+                            last.action = ErrorAction::Stopped;
+                            let error = ProjectionError::Handler {
+                                name: name.clone(),
+                                position: event.position,
+                                id: event.id.clone(),
+                                seq_no: event.seq_no,
+                                attempts,
+                                source: error.into_inner(),
+                            };
+                            return Err(Outcome::Failed(error, last));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits the offset of a skipped event, without handling it.
+    async fn skip(&mut self, position: Position, last: LastError) -> Result<(), Outcome> {
+        warn!(projection = %self.name(), %position, error = %last.message, "skipping the event");
+        self.set_error(last);
+        let name = self.name().to_owned();
+        let batch = Batch {
+            events: Arc::from(Vec::new()),
+            range: 0..0,
+            offset: position,
+        };
+        match self.sink.handle_batch(&name, batch).await {
+            Ok(()) => {
+                self.committed(position, 0, 1);
+                Ok(())
+            }
+            Err(BatchError::Store(e)) => Err(Outcome::Restart(e)),
+            Err(BatchError::Handler { error, .. }) => Err(Outcome::Restart(
+                ProjectionError::offset_store("sink", "commit a skipped event", error.into_inner()),
+            )),
+        }
+    }
+
+    fn committed(&mut self, offset: Position, handled: usize, skipped: u64) {
+        self.restarts = 0;
+        let handled = u64::try_from(handled).unwrap_or(u64::MAX);
+        self.inner.status.send_modify(|s| {
+            s.offset = Some(offset);
+            s.handled = s.handled.saturating_add(handled);
+            s.skipped = s.skipped.saturating_add(skipped);
+        });
+    }
+}

@@ -1,0 +1,203 @@
+use super::{lock, sql_err};
+use crate::{Lease, LeaseGuard, ProjectionError};
+use futures::{FutureExt, future::BoxFuture};
+use rusqlite::{Connection, params};
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+use tokio::{sync::mpsc, task::JoinHandle};
+use tracing::debug;
+
+/// A lease across processes sharing a SQLite file: a row in
+/// `projection_leases` with an owner and an expiry time.
+///
+/// The holder renews the row every `ttl / 3`; a waiting instance retries every
+/// `retry_interval` and takes the row once it has expired. When the holder
+/// stops, it deletes the row (a waiting instance takes over at its next try);
+/// when it dies, the row expires after at most `ttl`. A holder that cannot
+/// renew before its expiry counts the lease as lost and stops handling.
+/// Expiry uses the system clock: all instances must run on one machine (or on
+/// synchronised clocks), which is what a SQLite file implies.
+#[derive(Debug, Clone)]
+pub struct SqliteLease {
+    path: PathBuf,
+    ttl: Duration,
+    retry_interval: Duration,
+}
+
+impl SqliteLease {
+    /// A lease in the file at `path` (created if missing); ttl 5 s, retry every 250 ms.
+    pub fn new(path: impl AsRef<Path>) -> Self {
+        SqliteLease {
+            path: path.as_ref().to_owned(),
+            ttl: Duration::from_secs(5),
+            retry_interval: Duration::from_millis(250),
+        }
+    }
+
+    /// How long the lease survives its holder without renewal.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// How often a waiting instance tries to take the lease.
+    pub fn retry_interval(mut self, d: Duration) -> Self {
+        self.retry_interval = d;
+        self
+    }
+
+    async fn try_acquire(&self, name: &str) -> Result<LeaseGuard, ProjectionError> {
+        let lease_err = |reason: String| ProjectionError::Lease {
+            name: name.to_owned(),
+            reason,
+        };
+        if self.ttl < Duration::from_millis(30) {
+            return Err(lease_err("the ttl must be at least 30 ms".to_owned()));
+        }
+        let path = self.path.clone();
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, ProjectionError> {
+            let conn = Connection::open(&path).map_err(sql_err("open the lease file"))?;
+            conn.busy_timeout(Duration::from_secs(10))
+                .map_err(sql_err("set the busy timeout"))?;
+            conn.execute_batch(
+                "CREATE TABLE IF NOT EXISTS projection_leases (
+                     name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at INTEGER NOT NULL)",
+            )
+            .map_err(sql_err("create the lease table"))?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| lease_err(e.to_string()))??;
+        let conn = Arc::new(Mutex::new(conn));
+        let owner = new_owner();
+        let ttl_ms = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
+        loop {
+            let (c, n, o) = (conn.clone(), name.to_owned(), owner.clone());
+            let taken = tokio::task::spawn_blocking(move || {
+                let now = now_ms();
+                lock(&c).execute(
+                    "INSERT INTO projection_leases (name, owner, expires_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+                     WHERE projection_leases.expires_at < ?4 OR projection_leases.owner = excluded.owner",
+                    params![n, o, now.saturating_add(ttl_ms), now],
+                )
+            })
+            .await
+            .map_err(|e| lease_err(e.to_string()))?
+            .map_err(|e| lease_err(format!("cannot take the lease row: {e}")))?;
+            if taken == 1 {
+                break;
+            }
+            tokio::time::sleep(self.retry_interval).await;
+        }
+        debug!(projection = name, owner, "sqlite lease taken");
+        let (lost_tx, mut lost_rx) = mpsc::channel::<String>(1);
+        let renew = {
+            let (conn, name, owner, ttl) = (conn.clone(), name.to_owned(), owner.clone(), self.ttl);
+            tokio::spawn(async move {
+                let mut valid_until = Instant::now() + ttl;
+                loop {
+                    tokio::time::sleep(ttl / 3).await;
+                    let (c, n, o) = (conn.clone(), name.clone(), owner.clone());
+                    let started = Instant::now();
+                    let renewed = tokio::task::spawn_blocking(move || {
+                        lock(&c).execute(
+                            "UPDATE projection_leases SET expires_at = ?3 WHERE name = ?1 AND owner = ?2",
+                            params![n, o, now_ms().saturating_add(ttl_ms)],
+                        )
+                    })
+                    .await;
+                    let reason = match renewed {
+                        Ok(Ok(1)) => {
+                            valid_until = started + ttl;
+                            continue;
+                        }
+                        Ok(Ok(_)) => "another instance took the expired lease".to_owned(),
+                        Ok(Err(e)) if Instant::now() >= valid_until => {
+                            format!("cannot renew the lease: {e}")
+                        }
+                        Ok(Err(_)) => continue,
+                        Err(e) => format!("cannot renew the lease: {e}"),
+                    };
+                    let _ = lost_tx.send(reason).await;
+                    return;
+                }
+            })
+        };
+        let hold = Hold {
+            renew,
+            conn,
+            name: name.to_owned(),
+            owner,
+        };
+        let lost = async move {
+            lost_rx
+                .recv()
+                .await
+                .unwrap_or_else(|| "the lease was released".to_owned())
+        };
+        Ok(LeaseGuard::new(hold, lost))
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn new_owner() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}-{}",
+        std::process::id(),
+        now_ms(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Stops renewing and deletes the row when the guard is dropped.
+struct Hold {
+    renew: JoinHandle<()>,
+    conn: Arc<Mutex<Connection>>,
+    name: String,
+    owner: String,
+}
+
+impl fmt::Debug for Hold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hold").field("owner", &self.owner).finish()
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.renew.abort();
+        let (conn, name, owner) = (self.conn.clone(), self.name.clone(), self.owner.clone());
+        let release = move || {
+            // Best effort: if this fails, the row expires after the ttl.
+            let _ = lock(&conn).execute(
+                "DELETE FROM projection_leases WHERE name = ?1 AND owner = ?2",
+                params![name, owner],
+            );
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => drop(handle.spawn_blocking(release)),
+            Err(_) => release(),
+        }
+    }
+}
+
+impl Lease for SqliteLease {
+    fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<LeaseGuard, ProjectionError>> {
+        self.try_acquire(name).boxed()
+    }
+}
