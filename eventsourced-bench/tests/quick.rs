@@ -1,0 +1,159 @@
+//! The smoke run CI can afford: every memory workload at a tenth of its size,
+//! checking that the program verifies its results, exits 0, and prints one
+//! parseable JSON object per result line. Timing is not checked.
+
+use serde_json::Value;
+use std::{
+    io::Read,
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+/// Runs the bench with `args`, killing it after two minutes.
+fn run(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eventsourced-bench"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the bench binary starts");
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let out_reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        stdout.read_to_end(&mut text).map(|_| text)
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        stderr.read_to_end(&mut text).map(|_| text)
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the bench works") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the bench did not finish within 120 s: {args:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out_reader.join().expect("reader").expect("stdout reads"),
+        stderr: err_reader.join().expect("reader").expect("stderr reads"),
+    }
+}
+
+#[test]
+fn quick_memory_run_verifies_and_prints_json_per_result() {
+    let output = run(&[
+        "--backend",
+        "memory",
+        "--workload",
+        "all",
+        "--quick",
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the bench failed ({}):\n{stderr}",
+        output.status
+    );
+
+    let records: Vec<Value> = stdout
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|error| panic!("not a JSON line: {line:?}: {error}"))
+        })
+        .collect();
+    let workloads: Vec<&str> = records
+        .iter()
+        .map(|r| r["workload"].as_str().expect("workload is a string"))
+        .collect();
+    assert_eq!(
+        workloads,
+        [
+            "idle 10000",
+            "log append 1-event",
+            "seq 1x200",
+            "seq 10x100",
+            "seq 100x20",
+            "hot 64 senders",
+            "recovery 100x20",
+            "recovery 100x20 snap/6",
+            "recovery 1x10000",
+            "recovery 1x10000 snap/102",
+        ],
+        "stderr:\n{stderr}"
+    );
+    for record in &records {
+        assert_eq!(record["backend"], "memory");
+        for field in [
+            "commands",
+            "seconds",
+            "commands_per_s",
+            "p50_us",
+            "p99_us",
+            "recovery_ms",
+            "events_per_s",
+            "peak_rss_kib",
+        ] {
+            assert!(record.get(field).is_some(), "{field} missing in {record}");
+        }
+        assert!(
+            record["commands"].as_u64().is_some_and(|n| n > 0),
+            "{record}"
+        );
+    }
+    let seq = &records[2];
+    assert_eq!(seq["commands"], 200);
+    assert!(seq["commands_per_s"].as_f64().is_some_and(|r| r > 0.0));
+    assert!(seq["p99_us"].as_u64() >= seq["p50_us"].as_u64());
+    let recovery = &records[6];
+    assert!(recovery["recovery_ms"].as_f64().is_some());
+    assert!(recovery["events_per_s"].as_f64().is_some());
+    assert!(
+        records[0]["rss_bytes_per_entity"]
+            .as_f64()
+            .is_some_and(|b| b > 0.0)
+    );
+}
+
+#[test]
+fn a_verification_mismatch_fails_the_run() {
+    let output = run(&[
+        "--backend",
+        "memory",
+        "--workload",
+        "seq",
+        "--quick",
+        "--json",
+        "--sabotage-verification",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the run passed:\n{stderr}");
+    assert!(
+        stderr.contains("verification failed: entity seq-0 has 200 events in the log, but 201 commands were acknowledged"),
+        "{stderr}"
+    );
+    // A failed workload prints no result line.
+    assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 0);
+}
+
+#[test]
+fn a_missing_nats_server_is_explained() {
+    let output = Command::new(env!("CARGO_BIN_EXE_eventsourced-bench"))
+        .args(["--backend", "nats", "--workload", "raw", "--quick"])
+        .env_remove("NATS_URL")
+        .env("NATS_SERVER_BIN", "/nonexistent/nats-server")
+        .env("PATH", "/nonexistent")
+        .output()
+        .expect("the bench runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("set NATS_URL"), "{stderr}");
+}
