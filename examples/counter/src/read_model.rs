@@ -67,9 +67,7 @@ pub(crate) async fn catch_up(log: &SqliteEventLog, path: &Path) -> Result<Totals
     let started = Instant::now();
     // The log created the file; the offset store and read model live in it too.
     let store = SqliteOffsetStore::open(path).await?;
-    store
-        .with_connection(|c| c.execute_batch(SCHEMA))
-        .await?;
+    store.with_connection(|c| c.execute_batch(SCHEMA)).await?;
     let projection = Projection::builder(
         "counter-totals",
         Counter::TYPE_NAME,
@@ -93,7 +91,10 @@ pub(crate) async fn catch_up(log: &SqliteEventLog, path: &Path) -> Result<Totals
             break state;
         }
         if started.elapsed() > Duration::from_secs(60) {
-            return Err(format!("the counter-totals projection did not catch up in 60 s: {state:?}").into());
+            return Err(format!(
+                "the counter-totals projection did not catch up in 60 s: {state:?}"
+            )
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
