@@ -2,9 +2,11 @@
 
 use crate::{PostgresError, tables::Tables};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use postgres_openssl::MakeTlsConnector;
 use serde::{Deserialize, Serialize};
-use std::{fmt, str::FromStr, time::Duration};
-use tokio_postgres::{NoTls, config::Host};
+use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
+use tokio_postgres::config::{Host, SslMode};
 
 /// How to connect to PostgreSQL, which tables to use, and how to batch.
 ///
@@ -55,9 +57,13 @@ pub struct PostgresConfig {
     /// by the group-commit writer).
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
-    /// Whether to use TLS.
+    /// Whether to use TLS and how to check the server (see [`TlsMode`]).
     #[serde(default)]
     pub tls_mode: TlsMode,
+    /// A PEM file of the CA certificates trusted by `verify-ca` and
+    /// `verify-full` (like libpq's `sslrootcert`); unset, the system's roots.
+    #[serde(default)]
+    pub tls_root_cert: Option<PathBuf>,
     /// How long to wait for a new connection.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -81,7 +87,8 @@ pub struct PostgresConfig {
     pub application_name: String,
 }
 
-/// Whether connections use TLS.
+/// Whether connections use TLS, and what they check of the server's
+/// certificate. The modes mean what libpq's `sslmode` values mean.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
@@ -89,14 +96,31 @@ pub enum TlsMode {
     /// Plain TCP (the default; right for loopback and private networks).
     #[default]
     Disable,
-    /// Plain TCP in this build: TLS is not compiled in, so `prefer` never
-    /// negotiates it.
+    /// TLS if the server offers it, else plain TCP; the certificate is not
+    /// checked.
     Prefer,
-    /// Only TLS. Not supported by this build: [`PostgresEventLog::new`] returns
-    /// [`PostgresError::TlsUnsupported`].
-    ///
-    /// [`PostgresEventLog::new`]: crate::PostgresEventLog::new
+    /// Only TLS; the connection is encrypted but the certificate is not
+    /// checked (protects against eavesdropping, not against impersonation).
     Require,
+    /// Only TLS, with a certificate signed by a trusted CA (`tls-root-cert`,
+    /// else the system's roots); the host name is not checked.
+    VerifyCa,
+    /// Only TLS, with a trusted certificate issued for `host`.
+    VerifyFull,
+}
+
+impl TlsMode {
+    /// Parses a libpq `sslmode` value (`allow` is taken as `prefer`).
+    fn from_sslmode(value: &str) -> Option<Self> {
+        match value {
+            "disable" => Some(TlsMode::Disable),
+            "allow" | "prefer" => Some(TlsMode::Prefer),
+            "require" => Some(TlsMode::Require),
+            "verify-ca" => Some(TlsMode::VerifyCa),
+            "verify-full" => Some(TlsMode::VerifyFull),
+            _ => None,
+        }
+    }
 }
 
 fn default_host() -> String {
@@ -155,6 +179,7 @@ impl Default for PostgresConfig {
             snapshots_table: default_snapshots_table(),
             pool_size: default_pool_size(),
             tls_mode: TlsMode::default(),
+            tls_root_cert: None,
             connect_timeout: default_connect_timeout(),
             statement_timeout: default_statement_timeout(),
             poll_interval: default_poll_interval(),
@@ -178,6 +203,7 @@ impl fmt::Debug for PostgresConfig {
             .field("snapshots_table", &self.snapshots_table)
             .field("pool_size", &self.pool_size)
             .field("tls_mode", &self.tls_mode)
+            .field("tls_root_cert", &self.tls_root_cert)
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
             .field("poll_interval", &self.poll_interval)
@@ -189,17 +215,46 @@ impl fmt::Debug for PostgresConfig {
 }
 
 impl PostgresConfig {
-    /// Reads host, port, user, password, database and `sslmode` from a URL like
-    /// `postgres://user:password@host:5432/dbname?sslmode=disable` (or a
+    /// Reads host, port, user, password, database, `sslmode` and
+    /// `sslrootcert` from a URL like
+    /// `postgres://user:password@host:5432/dbname?sslmode=verify-full` (or a
     /// `key=value` connection string); everything else keeps its default.
+    /// Without `sslmode`, connections are plain TCP (unlike libpq, whose
+    /// `prefer` default can be silently downgraded anyway).
     ///
     /// The error never repeats the URL, since it may hold a password.
+    ///
+    /// ```
+    /// use eventsourced_postgres::{PostgresConfig, TlsMode};
+    ///
+    /// let config = PostgresConfig::from_url(
+    ///     "postgres://app@db.internal/shop?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem",
+    /// )
+    /// .unwrap();
+    /// assert_eq!(config.tls_mode, TlsMode::VerifyFull);
+    /// assert_eq!(config.tls_root_cert.as_deref(), Some("/etc/ssl/db-ca.pem".as_ref()));
+    /// ```
     pub fn from_url(url: &str) -> Result<Self, PostgresError> {
+        let (rest, tls_params) = split_tls_params(url);
         let parsed =
-            tokio_postgres::Config::from_str(url).map_err(|e| PostgresError::InvalidUrl {
+            tokio_postgres::Config::from_str(&rest).map_err(|e| PostgresError::InvalidUrl {
                 reason: e.to_string(),
             })?;
         let mut config = PostgresConfig::default();
+        for (key, value) in tls_params {
+            match key.as_str() {
+                "sslmode" => {
+                    config.tls_mode =
+                        TlsMode::from_sslmode(&value).ok_or_else(|| PostgresError::InvalidUrl {
+                            reason: format!(
+                                "sslmode {value:?} is not one of disable, allow, prefer, \
+                                 require, verify-ca, verify-full"
+                            ),
+                        })?;
+                }
+                _ => config.tls_root_cert = Some(PathBuf::from(value)),
+            }
+        }
         match parsed.get_hosts() {
             [] => {}
             [Host::Tcp(host)] => config.host.clone_from(host),
@@ -239,11 +294,6 @@ impl PostgresConfig {
         if let Some(dbname) = parsed.get_dbname() {
             config.dbname = dbname.to_owned();
         }
-        config.tls_mode = match parsed.get_ssl_mode() {
-            tokio_postgres::config::SslMode::Disable => TlsMode::Disable,
-            tokio_postgres::config::SslMode::Require => TlsMode::Require,
-            _ => TlsMode::Prefer,
-        };
         if let Some(timeout) = parsed.get_connect_timeout() {
             config.connect_timeout = *timeout;
         }
@@ -310,9 +360,7 @@ impl PostgresConfig {
                 return Err(invalid(field, "must be longer than zero"));
             }
         }
-        if self.tls_mode == TlsMode::Require {
-            return Err(PostgresError::TlsUnsupported);
-        }
+        self.tls()?;
         self.tables()
     }
 
@@ -327,18 +375,51 @@ impl PostgresConfig {
             .connect_timeout(self.connect_timeout)
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30))
-            .ssl_mode(tokio_postgres::config::SslMode::Disable);
+            .ssl_mode(match self.tls_mode {
+                TlsMode::Disable => SslMode::Disable,
+                TlsMode::Prefer => SslMode::Prefer,
+                TlsMode::Require | TlsMode::VerifyCa | TlsMode::VerifyFull => SslMode::Require,
+            });
         if let Some(password) = &self.password {
             pg.password(password.as_bytes());
         }
         pg
     }
 
+    /// The TLS connector for [`tls_mode`](Self::tls_mode): it checks the
+    /// certificate chain and host name only as far as the mode asks.
+    pub(crate) fn tls(&self) -> Result<MakeTlsConnector, PostgresError> {
+        let invalid =
+            |field: &'static str, reason: String| PostgresError::InvalidConfig { field, reason };
+        let mut builder = SslConnector::builder(SslMethod::tls_client())
+            .map_err(|e| invalid("tls-mode", format!("cannot set up OpenSSL: {e}")))?;
+        let verify = matches!(self.tls_mode, TlsMode::VerifyCa | TlsMode::VerifyFull);
+        if verify {
+            if let Some(path) = &self.tls_root_cert {
+                builder.set_ca_file(path).map_err(|e| {
+                    invalid(
+                        "tls-root-cert",
+                        format!("cannot read CA certificates from {}: {e}", path.display()),
+                    )
+                })?;
+            }
+        } else {
+            builder.set_verify(SslVerifyMode::NONE);
+        }
+        let mut connector = MakeTlsConnector::new(builder.build());
+        let check_host = self.tls_mode == TlsMode::VerifyFull;
+        connector.set_callback(move |connect, _domain| {
+            connect.set_verify_hostname(check_host);
+            Ok(())
+        });
+        Ok(connector)
+    }
+
     /// A pool over [`pg_config`](Self::pg_config); connects lazily.
     pub(crate) fn pool(&self) -> Result<Pool, PostgresError> {
         let manager = Manager::from_config(
             self.pg_config(),
-            NoTls,
+            self.tls()?,
             ManagerConfig {
                 // A connection the server terminated (restart, failover,
                 // `pg_terminate_backend`) can look alive until it is used:
@@ -367,5 +448,35 @@ impl PostgresConfig {
             "{}:{} (database {:?}, user {:?})",
             self.host, self.port, self.dbname, self.user
         )
+    }
+}
+
+/// Takes `sslmode` and `sslrootcert` out of a URL's query or a `key=value`
+/// string (the driver does not know every value of them) and returns the
+/// rest and those pairs, in order.
+fn split_tls_params(url: &str) -> (String, Vec<(String, String)>) {
+    let is_tls = |key: &str| key == "sslmode" || key == "sslrootcert";
+    let mut taken = Vec::new();
+    let mut keep = |pair: &str| match pair.split_once('=') {
+        Some((key, value)) if is_tls(key) => {
+            taken.push((key.to_owned(), value.to_owned()));
+            false
+        }
+        _ => true,
+    };
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let Some((base, query)) = url.split_once('?') else {
+            return (url.to_owned(), taken);
+        };
+        let kept: Vec<&str> = query.split('&').filter(|pair| keep(pair)).collect();
+        let rest = if kept.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        (rest, taken)
+    } else {
+        let kept: Vec<&str> = url.split_whitespace().filter(|pair| keep(pair)).collect();
+        (kept.join(" "), taken)
     }
 }

@@ -31,12 +31,18 @@ pub enum PostgresError {
         reason: String,
     },
 
-    /// `tls-mode = "require"` was asked for, but this build has no TLS.
+    /// The TLS handshake failed: the server does not offer TLS, or its
+    /// certificate is not trusted or not issued for `host`.
     #[error(
-        "tls-mode `require` is not supported by eventsourced-postgres yet: use `disable` \
-         (loopback or a private network) or terminate TLS in a local proxy"
+        "TLS with PostgreSQL at {place} failed: {reason}; check `tls-mode` (sslmode), \
+         `tls-root-cert` (sslrootcert) and that the server's certificate names `host`"
     )]
-    TlsUnsupported,
+    Tls {
+        /// Host, port, database and user.
+        place: String,
+        /// What failed, as OpenSSL says it.
+        reason: String,
+    },
 
     /// The server refused the user or password.
     #[error(
@@ -155,6 +161,10 @@ impl PostgresError {
                 Some(code) if *code == SqlState::INVALID_CATALOG_NAME => {
                     PostgresError::DatabaseMissing { place, source }
                 }
+                _ if is_tls_failure(&source) => PostgresError::Tls {
+                    place,
+                    reason: error_chain(&source),
+                },
                 _ => PostgresError::Connect {
                     place,
                     reason: source.to_string(),
@@ -189,4 +199,36 @@ impl PostgresError {
             _ => PostgresError::Query { operation, source },
         }
     }
+}
+
+/// Whether a connection error came from the TLS layer (OpenSSL), or the
+/// server refused TLS that the mode requires.
+fn is_tls_failure(error: &tokio_postgres::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if current.is::<openssl::ssl::Error>() || current.is::<openssl::error::ErrorStack>() {
+            return true;
+        }
+        source = current.source();
+    }
+    // tokio-postgres's own TLS errors ("server does not support TLS") carry
+    // no OpenSSL source; its error kind is private, its text is not.
+    error
+        .to_string()
+        .starts_with("error performing TLS handshake")
+}
+
+/// An error and its sources, joined by `: `.
+fn error_chain(error: &tokio_postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(current) = source {
+        let part = current.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = current.source();
+    }
+    text
 }

@@ -5,7 +5,7 @@
 use crate::event_log::Shared;
 use futures::{StreamExt, stream};
 use std::{sync::Arc, time::Duration};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use tracing::{debug, warn};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -16,7 +16,14 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     let listen = format!("LISTEN \"{}\"", shared.tables.channel());
     let wake = |shared: &Shared| shared.wake.send_modify(|n| *n = n.wrapping_add(1));
     loop {
-        match shared.config.pg_config().connect(NoTls).await {
+        let connected = match shared.config.tls() {
+            Ok(tls) => shared.config.pg_config().connect(tls).await,
+            Err(error) => {
+                warn!(%error, "no TLS connector for LISTEN; live streams fall back to polling");
+                return;
+            }
+        };
+        match connected {
             Ok((client, mut connection)) => {
                 let mut messages = stream::poll_fn(move |cx| connection.poll_message(cx));
                 let listening = client.batch_execute(&listen);

@@ -181,13 +181,20 @@ async fn invalid_config_is_refused_before_connecting() {
             other => panic!("expected InvalidConfig for {field}, got {other:?}"),
         }
     }
-    let tls = PostgresEventLog::new(PostgresConfig {
-        tls_mode: TlsMode::Require,
+    let missing_ca = PostgresEventLog::new(PostgresConfig {
+        tls_mode: TlsMode::VerifyFull,
+        tls_root_cert: Some("/nonexistent/ca.pem".into()),
         ..base
     })
     .await
-    .expect_err("tls-mode require is refused");
-    assert!(matches!(tls, PostgresError::TlsUnsupported), "{tls:?}");
+    .expect_err("an unreadable CA file is refused");
+    match missing_ca {
+        PostgresError::InvalidConfig { field, reason } => {
+            assert_eq!(field, "tls-root-cert");
+            assert!(reason.contains("/nonexistent/ca.pem"), "{reason}");
+        }
+        other => panic!("expected InvalidConfig for tls-root-cert, got {other:?}"),
+    }
 }
 
 #[test]
