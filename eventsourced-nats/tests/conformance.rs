@@ -327,6 +327,144 @@ async fn events_by_id_from_deep_inside_a_long_history() {
     .expect("the read consumers must be deleted after the reads");
 }
 
+/// Appends `messages` messages of 1 to 3 events to `id`, each followed by an
+/// event of `other` (so the entity's messages are not contiguous in the
+/// stream); returns every event of `id` with its seq_no.
+async fn long_history(
+    log: &NatsEventLog,
+    type_name: &str,
+    id: &str,
+    other: &str,
+    messages: u64,
+) -> Vec<(SeqNo, Bytes)> {
+    let mut expected = Vec::new();
+    let (mut last, mut other_last) = (SeqNo::ZERO, SeqNo::ZERO);
+    for round in 0..messages {
+        let events: Vec<Bytes> = (0..1 + round % 3)
+            .map(|k| Bytes::from(format!("{round}/{k}")))
+            .collect();
+        for event in &events {
+            expected.push((
+                SeqNo::new(u64::try_from(expected.len()).expect("len") + 1),
+                event.clone(),
+            ));
+        }
+        last = log
+            .append(type_name, id, last, &events)
+            .await
+            .expect("append");
+        other_last = log
+            .append(type_name, other, other_last, &[Bytes::from("x")])
+            .await
+            .expect("append");
+    }
+    assert_eq!(last.get(), u64::try_from(expected.len()).expect("len"));
+    expected
+}
+
+/// Reads `id` from each of `froms` and checks every seq_no and event.
+async fn check_reads(
+    log: &NatsEventLog,
+    type_name: &str,
+    id: &str,
+    expected: &[(SeqNo, Bytes)],
+    froms: &[u64],
+) {
+    for &from in froms {
+        let read = by_id(log, type_name, id, from).await;
+        let skip = usize::try_from(from.saturating_sub(1)).expect("usize");
+        let want = expected.get(skip..).unwrap_or_default();
+        assert_eq!(read.len(), want.len(), "events_by_id from {from}: count");
+        for (i, ((seq_no, event), (want_seq_no, want_event))) in read.iter().zip(want).enumerate() {
+            assert_eq!(
+                (seq_no, event),
+                (want_seq_no, want_event),
+                "events_by_id from {from}: event {i}"
+            );
+            assert_eq!(
+                seq_no.get(),
+                from.max(1) + u64::try_from(i).expect("u64"),
+                "events_by_id from {from}: gapless seq_nos"
+            );
+        }
+    }
+}
+
+/// More than a thousand messages (more than one batch of any read, and far
+/// more than the consumer's pull batch), read whole and from the middle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_by_id_reads_a_long_entity_exactly() {
+    let log = log().await;
+    let type_name = unique_type_name("longer");
+    let expected = long_history(&log, &type_name, "long", "other", 1500).await;
+    let total = u64::try_from(expected.len()).expect("len");
+    check_reads(
+        &log,
+        &type_name,
+        "long",
+        &expected,
+        &[
+            1,
+            2,
+            129,
+            total / 2,
+            total / 2 + 1,
+            total - 40,
+            total - 5,
+            total,
+        ],
+    )
+    .await;
+}
+
+/// A stream created elsewhere without `allow_direct` (direct gets have no
+/// responder): every read falls back to a consumer and stays exact; `setup`
+/// then turns direct gets on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_work_without_direct_gets_and_setup_enables_them() {
+    let mut config = config();
+    let unique = unique_type_name("nodirect").replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+    config.stream = unique.clone();
+    config.subject_prefix = unique.clone();
+    let jetstream = jetstream::new(
+        async_nats::connect(support::nats_url())
+            .await
+            .expect("connect"),
+    );
+    jetstream
+        .create_stream(jetstream::stream::Config {
+            name: unique.clone(),
+            subjects: vec![format!("{unique}.>")],
+            discard: jetstream::stream::DiscardPolicy::New,
+            allow_direct: false,
+            deny_delete: true,
+            deny_purge: true,
+            ..Default::default()
+        })
+        .await
+        .expect("create a stream without direct gets");
+    let log = NatsEventLog::new(config).await.expect("connect");
+    let expected = long_history(&log, "counter", "a", "b", 150).await;
+    let total = u64::try_from(expected.len()).expect("len");
+    // From the start (consumer), after a search (> 128 events before), and
+    // near the end (walking back).
+    let froms = [1, 200, total - 40, total - 3, total];
+    // A direct get without responder fails at once: all the reads together
+    // take less than one request timeout (5 s).
+    timeout(
+        log.config().request_timeout,
+        check_reads(&log, "counter", "a", &expected, &froms),
+    )
+    .await
+    .expect("reads without direct gets must not wait for a timeout");
+    log.setup().await.expect("setup updates the stream");
+    let mut stream = jetstream.get_stream(&unique).await.expect("stream");
+    let info = stream.info().await.expect("info");
+    assert!(info.config.allow_direct, "setup must enable direct gets");
+    check_reads(&log, "counter", "a", &expected, &froms).await;
+    jetstream.delete_stream(&unique).await.expect("delete");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_entities_append_concurrently() {
     let log = log().await;
