@@ -11,6 +11,17 @@ use bytes::Bytes;
 ///
 /// Spawning an entity `E` takes a `B: Binarize<E::Event> + Binarize<E>`: one
 /// value that handles both its events and its state (for snapshots).
+///
+/// ```
+/// use eventsourced::{Binarize, SerdeJson};
+///
+/// #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+/// enum Event { Increased(u64) }
+///
+/// let bytes = SerdeJson.encode(&Event::Increased(3)).unwrap();
+/// let back: Event = SerdeJson.decode(bytes).unwrap();
+/// assert_eq!(back, Event::Increased(3));
+/// ```
 pub trait Binarize<T>: Clone + Send + Sync + 'static {
     /// Encodes `value`.
     fn encode(&self, value: &T) -> Result<Bytes, BinarizeError>;

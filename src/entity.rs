@@ -29,6 +29,31 @@ use tracing::{Span, debug, warn};
 pub(crate) type Mailbox<E> = mpsc::Sender<Box<dyn Message<E>>>;
 
 /// Extension methods for [`EventSourced`] types.
+///
+/// ```
+/// # use eventsourced::{Command, CommandEffect, EventSourced};
+/// # #[derive(Debug, Default, serde::Serialize, serde::Deserialize)] struct Counter(u64);
+/// # impl EventSourced for Counter {
+/// #     type Id = String; type Event = u64; const TYPE_NAME: &'static str = "counter";
+/// #     fn handle_event(self, n: u64) -> Self { Counter(self.0 + n) }
+/// # }
+/// # struct Add(u64);
+/// # impl Command<Counter> for Add {
+/// #     type Reply = u64; type Error = std::convert::Infallible;
+/// #     fn handle_command(self, _: &String, _: &Counter) -> CommandEffect<Counter, u64, Self::Error> {
+/// #         CommandEffect::emit_and_reply(self.0, |c: &Counter| c.0)
+/// #     }
+/// # }
+/// use eventsourced::{EventSourcedExt, MemoryEventLog, NoopSnapshotStore, SerdeJson};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let counter = Counter::default()
+///     .entity()
+///     .spawn("c-1".to_owned(), MemoryEventLog::default(), NoopSnapshotStore, SerdeJson)
+///     .await?;
+/// assert_eq!(counter.handle_command(Add(2)).await?, Ok(2));
+/// # Ok(()) }
+/// ```
 pub trait EventSourcedExt: EventSourced {
     /// Starts building an entity with `self` as the state before any event.
     fn entity(self) -> EntityBuilder<Self> {
@@ -72,6 +97,35 @@ impl Default for EntityOptions {
 }
 
 /// An entity to be spawned, with its options; see [`EventSourcedExt::entity`].
+///
+/// ```
+/// # use eventsourced::{Command, CommandEffect, EventSourced};
+/// # #[derive(Debug, Default, serde::Serialize, serde::Deserialize)] struct Counter(u64);
+/// # impl EventSourced for Counter {
+/// #     type Id = String; type Event = u64; const TYPE_NAME: &'static str = "counter";
+/// #     fn handle_event(self, n: u64) -> Self { Counter(self.0 + n) }
+/// # }
+/// # struct Add(u64);
+/// # impl Command<Counter> for Add {
+/// #     type Reply = u64; type Error = std::convert::Infallible;
+/// #     fn handle_command(self, _: &String, _: &Counter) -> CommandEffect<Counter, u64, Self::Error> {
+/// #         CommandEffect::emit_and_reply(self.0, |c: &Counter| c.0)
+/// #     }
+/// # }
+/// use eventsourced::{EventSourcedExt, MemoryEventLog, MemorySnapshotStore, SerdeJson};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (log, snapshots) = (MemoryEventLog::default(), MemorySnapshotStore::default());
+/// let counter = Counter::default()
+///     .entity()
+///     .snapshot_every(100) // a snapshot at seq_no 100, 200, ...
+///     .mailbox_size(1024)  // commands that may queue before senders wait
+///     .max_batch(512)      // commands handled per append
+///     .spawn("c-1".to_owned(), log, snapshots, SerdeJson)
+///     .await?;
+/// assert_eq!(counter.handle_command(Add(1)).await?, Ok(1));
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct EntityBuilder<E> {
     initial_state: E,
@@ -108,6 +162,40 @@ impl<E: EventSourced> EntityBuilder<E> {
     ///
     /// Spawn each entity once: a second live instance of the same entity gets
     /// a conflict on its next append and stops.
+    ///
+    /// ```
+    /// # use eventsourced::{Command, CommandEffect, EventSourced};
+    /// # #[derive(Debug, Default, serde::Serialize, serde::Deserialize)] struct Counter(u64);
+    /// # impl EventSourced for Counter {
+    /// #     type Id = String; type Event = u64; const TYPE_NAME: &'static str = "counter";
+    /// #     fn handle_event(self, n: u64) -> Self { Counter(self.0 + n) }
+    /// # }
+    /// # struct Add(u64);
+    /// # impl Command<Counter> for Add {
+    /// #     type Reply = u64; type Error = std::convert::Infallible;
+    /// #     fn handle_command(self, _: &String, _: &Counter) -> CommandEffect<Counter, u64, Self::Error> {
+    /// #         CommandEffect::emit_and_reply(self.0, |c: &Counter| c.0)
+    /// #     }
+    /// # }
+    /// use eventsourced::{EventSourcedExt, MemoryEventLog, MemorySnapshotStore, SerdeJson};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (log, snapshots) = (MemoryEventLog::default(), MemorySnapshotStore::default());
+    /// let first = Counter::default()
+    ///     .entity()
+    ///     .spawn("c-1".to_owned(), log.clone(), snapshots.clone(), SerdeJson)
+    ///     .await?;
+    /// first.handle_command(Add(5)).await??;
+    /// drop(first); // the task ends with its last handle
+    ///
+    /// // Respawned: the state comes back from the log.
+    /// let again = Counter::default()
+    ///     .entity()
+    ///     .spawn("c-1".to_owned(), log, snapshots, SerdeJson)
+    ///     .await?;
+    /// assert_eq!(again.handle_command(Add(1)).await?, Ok(6));
+    /// # Ok(()) }
+    /// ```
     pub async fn spawn<L, S, B>(
         self,
         id: E::Id,
@@ -556,6 +644,36 @@ impl<E: EventSourced, C: Command<E>> Message<E> for CommandMessage<E, C> {
 
 /// A technical error when spawning an entity: it names the entity and, where it
 /// applies, the seq_no.
+///
+/// ```
+/// # use eventsourced::{Command, CommandEffect, EventSourced};
+/// # #[derive(Debug, Default, serde::Serialize, serde::Deserialize)] struct Counter(u64);
+/// # impl EventSourced for Counter {
+/// #     type Id = String; type Event = u64; const TYPE_NAME: &'static str = "counter";
+/// #     fn handle_event(self, n: u64) -> Self { Counter(self.0 + n) }
+/// # }
+/// # struct Add(u64);
+/// # impl Command<Counter> for Add {
+/// #     type Reply = u64; type Error = std::convert::Infallible;
+/// #     fn handle_command(self, _: &String, _: &Counter) -> CommandEffect<Counter, u64, Self::Error> {
+/// #         CommandEffect::emit_and_reply(self.0, |c: &Counter| c.0)
+/// #     }
+/// # }
+/// use eventsourced::{EventLog, EventSourcedExt, MemoryEventLog, NoopSnapshotStore, SeqNo, SerdeJson, SpawnError};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let log = MemoryEventLog::default();
+/// // Bytes that are not a JSON number cannot become a `u64` event.
+/// log.append("counter", "c-1", SeqNo::ZERO, &["not json".into()]).await?;
+/// let error = Counter::default()
+///     .entity()
+///     .spawn("c-1".to_owned(), log, NoopSnapshotStore, SerdeJson)
+///     .await
+///     .expect_err("undecodable event");
+/// assert!(matches!(error, SpawnError::DecodeEvent { .. }));
+/// assert!(error.to_string().contains("counter/c-1"), "names the entity: {error}");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SpawnError {

@@ -14,6 +14,42 @@ use tokio::sync::oneshot;
 
 /// A handle to a spawned entity: cheap to clone, `Send + Sync`, and usable from
 /// any task. Dropping the last clone stops the entity.
+///
+/// ```
+/// # use eventsourced::{Command, CommandEffect, EventSourced};
+/// # #[derive(Debug, Default, serde::Serialize, serde::Deserialize)] struct Counter(u64);
+/// # impl EventSourced for Counter {
+/// #     type Id = String; type Event = u64; const TYPE_NAME: &'static str = "counter";
+/// #     fn handle_event(self, n: u64) -> Self { Counter(self.0 + n) }
+/// # }
+/// # struct Add(u64);
+/// # impl Command<Counter> for Add {
+/// #     type Reply = u64; type Error = std::convert::Infallible;
+/// #     fn handle_command(self, _: &String, _: &Counter) -> CommandEffect<Counter, u64, Self::Error> {
+/// #         CommandEffect::emit_and_reply(self.0, |c: &Counter| c.0)
+/// #     }
+/// # }
+/// use eventsourced::{EventSourcedExt, MemoryEventLog, NoopSnapshotStore, SerdeJson};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let counter = Counter::default()
+///     .entity()
+///     .spawn("c-1".to_owned(), MemoryEventLog::default(), NoopSnapshotStore, SerdeJson)
+///     .await?;
+/// // Clones share the entity; send from as many tasks as you like.
+/// let tasks: Vec<_> = (0..10)
+///     .map(|_| {
+///         let counter = counter.clone();
+///         tokio::spawn(async move { counter.handle_command(Add(1)).await })
+///     })
+///     .collect();
+/// for task in tasks {
+///     task.await??.expect("Add is never rejected");
+/// }
+/// assert_eq!(counter.handle_command(Add(0)).await?, Ok(10));
+/// assert_eq!(counter.id(), "c-1");
+/// # Ok(()) }
+/// ```
 pub struct EntityRef<E: EventSourced> {
     pub(crate) id: E::Id,
     pub(crate) mailbox: Mailbox<E>,
@@ -40,6 +76,35 @@ impl<E: EventSourced> EntityRef<E> {
     /// rejected it, `Err(_)` for a technical failure that says why.
     ///
     /// See the crate documentation for a complete example.
+    ///
+    /// ```
+    /// # use eventsourced::{Command, CommandEffect, EventSourced};
+    /// # #[derive(Debug, Default, serde::Serialize, serde::Deserialize)] struct Counter(u64);
+    /// # impl EventSourced for Counter {
+    /// #     type Id = String; type Event = u64; const TYPE_NAME: &'static str = "counter";
+    /// #     fn handle_event(self, n: u64) -> Self { Counter(self.0 + n) }
+    /// # }
+    /// # struct Add(u64);
+    /// # impl Command<Counter> for Add {
+    /// #     type Reply = u64; type Error = std::convert::Infallible;
+    /// #     fn handle_command(self, _: &String, _: &Counter) -> CommandEffect<Counter, u64, Self::Error> {
+    /// #         CommandEffect::emit_and_reply(self.0, |c: &Counter| c.0)
+    /// #     }
+    /// # }
+    /// use eventsourced::{EventSourcedExt, MemoryEventLog, NoopSnapshotStore, SerdeJson};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let counter = Counter::default()
+    ///     .entity()
+    ///     .spawn("c-1".to_owned(), MemoryEventLog::default(), NoopSnapshotStore, SerdeJson)
+    ///     .await?;
+    /// match counter.handle_command(Add(2)).await {
+    ///     Ok(Ok(value)) => assert_eq!(value, 2),            // accepted and durable
+    ///     Ok(Err(rejected)) => match rejected {},           // the command's own error
+    ///     Err(technical) => return Err(technical.into()),   // e.g. the log failed
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn handle_command<C>(
         &self,
         command: C,
@@ -63,6 +128,38 @@ impl<E: EventSourced> EntityRef<E> {
     }
 
     /// Why the entity stopped, or `None` while it is running.
+    ///
+    /// ```
+    /// # use eventsourced::{Command, CommandEffect, EventSourced};
+    /// # #[derive(Debug, Default, serde::Serialize, serde::Deserialize)] struct Counter(u64);
+    /// # impl EventSourced for Counter {
+    /// #     type Id = String; type Event = u64; const TYPE_NAME: &'static str = "counter";
+    /// #     fn handle_event(self, n: u64) -> Self { Counter(self.0 + n) }
+    /// # }
+    /// # struct Add(u64);
+    /// # impl Command<Counter> for Add {
+    /// #     type Reply = u64; type Error = std::convert::Infallible;
+    /// #     fn handle_command(self, _: &String, _: &Counter) -> CommandEffect<Counter, u64, Self::Error> {
+    /// #         CommandEffect::emit_and_reply(self.0, |c: &Counter| c.0)
+    /// #     }
+    /// # }
+    /// use eventsourced::{EventLog, EventSourcedExt, MemoryEventLog, NoopSnapshotStore, SeqNo, SerdeJson};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let log = MemoryEventLog::default();
+    /// let counter = Counter::default()
+    ///     .entity()
+    ///     .spawn("c-1".to_owned(), log.clone(), NoopSnapshotStore, SerdeJson)
+    ///     .await?;
+    /// assert!(counter.stopped().is_none());
+    ///
+    /// // Another writer appends to the same entity: the next append conflicts.
+    /// log.append("counter", "c-1", SeqNo::ZERO, &["1".into()]).await?;
+    /// let error = counter.handle_command(Add(1)).await.expect_err("conflict");
+    /// assert!(error.is_conflict());
+    /// assert!(counter.stopped().is_some_and(|cause| cause.is_conflict()));
+    /// # Ok(()) }
+    /// ```
     pub fn stopped(&self) -> Option<HandleCommandError> {
         if self.mailbox.is_closed() {
             Some(self.stopped_error())

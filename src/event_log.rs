@@ -37,6 +37,24 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 ///
 /// Implementations are cheap to clone (a handle over shared state).
 /// [`testkit::event_log`](crate::testkit) checks all of this.
+///
+/// ```
+/// use eventsourced::{EventLog, EventLogError, MemoryEventLog, SeqNo};
+/// use futures::TryStreamExt;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), EventLogError> {
+/// let log = MemoryEventLog::default();
+/// let last = log.append("counter", "c-1", SeqNo::ZERO, &["+1".into(), "+2".into()]).await?;
+/// assert_eq!(last, SeqNo::new(2));
+///
+/// // A writer that expects an older last seq_no gets a typed conflict.
+/// let stale = log.append("counter", "c-1", SeqNo::new(1), &["+3".into()]).await;
+/// assert!(stale.is_err_and(|e| e.is_conflict()));
+///
+/// let events: Vec<_> = log.events_by_id("counter", "c-1", SeqNo::new(2)).try_collect().await?;
+/// assert_eq!(events, vec![(SeqNo::new(2), "+2".into())]);
+/// # Ok(()) }
+/// ```
 pub trait EventLog: Clone + Send + Sync + 'static {
     /// Appends `events` atomically after `expected_last`; returns the new last seq_no.
     fn append(

@@ -153,11 +153,47 @@ impl<E: EventSourced, Reply, Error> CommandEffect<E, Reply, Error> {
     }
 
     /// Replies without emitting events.
+    ///
+    /// ```
+    /// # use eventsourced::{Command, CommandEffect, EventSourced};
+    /// # #[derive(Debug, Default)] struct Counter(u64);
+    /// # impl EventSourced for Counter {
+    /// #     type Id = String; type Event = u64; const TYPE_NAME: &'static str = "counter";
+    /// #     fn handle_event(self, n: u64) -> Self { Counter(self.0 + n) } }
+    /// struct Get;
+    ///
+    /// impl Command<Counter> for Get {
+    ///     type Reply = u64;
+    ///     type Error = std::convert::Infallible;
+    ///
+    ///     fn handle_command(self, _id: &String, state: &Counter) -> CommandEffect<Counter, u64, Self::Error> {
+    ///         CommandEffect::reply(state.0) // no events, answered at once
+    ///     }
+    /// }
+    /// ```
     pub fn reply(reply: Reply) -> Self {
         CommandEffect(Effect::Reply(reply))
     }
 
     /// Rejects the command with its error; nothing is emitted.
+    ///
+    /// ```
+    /// # use eventsourced::{CommandEffect, EventSourced};
+    /// # #[derive(Debug, Default)] struct Counter(u64);
+    /// # impl EventSourced for Counter {
+    /// #     type Id = String; type Event = u64; const TYPE_NAME: &'static str = "counter";
+    /// #     fn handle_event(self, n: u64) -> Self { Counter(self.0 + n) } }
+    /// #[derive(Debug)]
+    /// struct Overflow;
+    ///
+    /// fn increase(state: &Counter, n: u64) -> CommandEffect<Counter, u64, Overflow> {
+    ///     match state.0.checked_add(n) {
+    ///         Some(_) => CommandEffect::emit_and_reply(n, |state: &Counter| state.0),
+    ///         None => CommandEffect::reject(Overflow), // the sender gets Ok(Err(Overflow))
+    ///     }
+    /// }
+    /// # let _ = increase(&Counter(u64::MAX), 1);
+    /// ```
     pub fn reject(error: Error) -> Self {
         CommandEffect(Effect::Reject(error))
     }

@@ -22,6 +22,18 @@ use std::future::Future;
 /// - Entities of different types with the same id never share a snapshot.
 ///
 /// [`testkit::snapshot_store`](crate::testkit) checks all of this.
+///
+/// ```
+/// use eventsourced::{MemorySnapshotStore, SeqNo, SnapshotStore};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = MemorySnapshotStore::default();
+/// store.save("counter", "c-1", SeqNo::new(200), "{\"value\":7}".into()).await?;
+/// store.save("counter", "c-1", SeqNo::new(100), "older".into()).await?; // ignored
+/// let (seq_no, _state) = store.load("counter", "c-1").await?.expect("saved");
+/// assert_eq!(seq_no, SeqNo::new(200));
+/// # Ok(()) }
+/// ```
 pub trait SnapshotStore: Clone + Send + Sync + 'static {
     /// Saves the state of entity `type_name`/`id` as of `seq_no`.
     fn save(
