@@ -421,12 +421,10 @@ impl PostgresConfig {
             self.pg_config(),
             self.tls()?,
             ManagerConfig {
-                // A connection the server terminated (restart, failover,
-                // `pg_terminate_backend`) can look alive until it is used:
-                // an empty query on checkout finds it and the pool opens a
-                // fresh one, so reads after an outage do not fail. The
-                // writer keeps its connection and does not pay this.
-                recycling_method: RecyclingMethod::Verified,
+                // No round trip per checkout: a connection that died
+                // unnoticed is found by the statement, and reads run again on
+                // another one (see `pooled`).
+                recycling_method: RecyclingMethod::Fast,
             },
         );
         Pool::builder(manager)

@@ -46,8 +46,9 @@ pub enum PostgresError {
 
     /// The server refused the user or password.
     #[error(
-        "PostgreSQL at {place} refused the login: {source}; check `user` and `password` \
-         (or the user:password part of DATABASE_URL) and the server's pg_hba.conf"
+        "PostgreSQL at {place} refused the login: {}; check `user` and `password` \
+         (or the user:password part of DATABASE_URL) and the server's pg_hba.conf",
+        error_chain(.source)
     )]
     Authentication {
         /// Host, port, database and user (never the password).
@@ -59,8 +60,9 @@ pub enum PostgresError {
 
     /// The database does not exist.
     #[error(
-        "PostgreSQL at {place}: the database does not exist: {source}; create it \
-         (createdb) or set `dbname`"
+        "PostgreSQL at {place}: the database does not exist: {}; create it \
+         (createdb) or set `dbname`",
+        error_chain(.source)
     )]
     DatabaseMissing {
         /// Host, port, database and user.
@@ -96,7 +98,7 @@ pub enum PostgresError {
     },
 
     /// `setup` failed.
-    #[error("setup of {table} failed: {source}")]
+    #[error("setup of {table} failed: {}", error_chain(.source))]
     Setup {
         /// The qualified table name.
         table: String,
@@ -106,7 +108,7 @@ pub enum PostgresError {
     },
 
     /// A statement failed (server error or lost connection).
-    #[error("PostgreSQL failed to {operation}: {source}")]
+    #[error("PostgreSQL failed to {operation}: {}", error_chain(.source))]
     Query {
         /// What was attempted.
         operation: &'static str,

@@ -3,6 +3,7 @@
 use crate::{
     PostgresConfig, PostgresError, listener,
     lookup::{KeyQuery, Lookups},
+    pooled,
     tables::Tables,
     writer::{self, AppendRequest},
 };
@@ -432,29 +433,25 @@ impl EventLog for PostgresEventLog {
             validate(&type_name, &id)?;
             let op = "read events by id";
             let from = from.to_i64().unwrap_or(i64::MAX);
-            let client = shared.get().await.map_err(|e| read_error(op, e))?;
             let table = shared.tables.events();
-            let query = async {
-                let statement = client.prepare_cached(&shared.sql.events_by_id).await?;
-                let params: [&(dyn ToSql + Sync); 3] = [&type_name, &id, &from];
-                client.query_raw(&statement, params).await
+            let place = shared.config.place();
+            let target = pooled::Target {
+                pool: &shared.pool,
+                place: &place,
+                timeout: shared.config.statement_timeout,
+                operation: op,
+                table: &table,
             };
-            let rows = match tokio::time::timeout(shared.config.statement_timeout, query).await {
-                Ok(rows) => {
-                    rows.map_err(|e| read_error(op, PostgresError::query(op, &table, e)))?
-                }
-                Err(_) => {
-                    // Do not hand a connection with a stuck query back to the pool.
-                    drop(Object::take(client));
-                    return Err(read_error(
-                        op,
-                        PostgresError::Timeout {
-                            operation: op,
-                            timeout: shared.config.statement_timeout,
-                        },
-                    ));
-                }
-            };
+            let (client, rows) = pooled::run(&target, |client| {
+                let (shared, type_name, id) = (Arc::clone(&shared), type_name.clone(), id.clone());
+                Box::pin(async move {
+                    let statement = client.prepare_cached(&shared.sql.events_by_id).await?;
+                    let params: [&(dyn ToSql + Sync); 3] = [&type_name, &id, &from];
+                    client.query_raw(&statement, params).await
+                })
+            })
+            .await
+            .map_err(|e| read_error(op, e))?;
             // The connection stays checked out until the stream ends.
             Ok::<_, EventLogError>(rows.map(move |row| {
                 let _keep = &client;
@@ -530,29 +527,24 @@ impl Follower {
         let op = "read events by type";
         let table = shared.tables.events();
         let limit = i64::from(shared.config.fetch_size);
-        let client = shared.get().await.map_err(|e| read_error(op, e))?;
-        let query = async {
-            let statement = client.prepare_cached(&shared.sql.events_by_type).await?;
-            client
-                .query(&statement, &[&self.type_name, &self.next, &limit])
-                .await
+        let place = shared.config.place();
+        let target = pooled::Target {
+            pool: &shared.pool,
+            place: &place,
+            timeout: shared.config.statement_timeout,
+            operation: op,
+            table: &table,
         };
-        let rows: Vec<Row> = match tokio::time::timeout(shared.config.statement_timeout, query)
-            .await
-        {
-            Ok(rows) => rows.map_err(|e| read_error(op, PostgresError::query(op, &table, e)))?,
-            Err(_) => {
-                // Do not hand a connection with a stuck query back to the pool.
-                drop(Object::take(client));
-                return Err(read_error(
-                    op,
-                    PostgresError::Timeout {
-                        operation: op,
-                        timeout: shared.config.statement_timeout,
-                    },
-                ));
-            }
-        };
+        let next = self.next;
+        let (client, rows): (_, Vec<Row>) = pooled::run(&target, |client| {
+            let (shared, type_name) = (Arc::clone(shared), self.type_name.clone());
+            Box::pin(async move {
+                let statement = client.prepare_cached(&shared.sql.events_by_type).await?;
+                client.query(&statement, &[&type_name, &next, &limit]).await
+            })
+        })
+        .await
+        .map_err(|e| read_error(op, e))?;
         drop(client);
         for row in &rows {
             let get = |e| read_error(op, PostgresError::query(op, &table, e));

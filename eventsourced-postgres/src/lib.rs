@@ -5,6 +5,7 @@ mod error;
 mod event_log;
 mod listener;
 mod lookup;
+mod pooled;
 mod snapshot_store;
 mod tables;
 mod writer;

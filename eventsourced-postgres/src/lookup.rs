@@ -107,24 +107,22 @@ impl KeyQuery {
         keys: Vec<(String, String)>,
     ) -> Result<Vec<tokio_postgres::Row>, PostgresError> {
         let (types, ids): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
-        let client = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| PostgresError::connect(self.place.clone(), e))?;
-        let query = async {
-            let statement = client.prepare_cached(&self.sql).await?;
-            client.query(&statement, &[&types, &ids]).await
+        let (types, ids) = (Arc::new(types), Arc::new(ids));
+        let target = crate::pooled::Target {
+            pool: &self.pool,
+            place: &self.place,
+            timeout: self.timeout,
+            operation: self.operation,
+            table: &self.table,
         };
-        match tokio::time::timeout(self.timeout, query).await {
-            Ok(result) => result.map_err(|e| PostgresError::query(self.operation, &self.table, e)),
-            Err(_) => {
-                drop(deadpool_postgres::Object::take(client));
-                Err(PostgresError::Timeout {
-                    operation: self.operation,
-                    timeout: self.timeout,
-                })
-            }
-        }
+        let (_client, rows) = crate::pooled::run(&target, |client| {
+            let (sql, types, ids) = (self.sql.clone(), Arc::clone(&types), Arc::clone(&ids));
+            Box::pin(async move {
+                let statement = client.prepare_cached(&sql).await?;
+                client.query(&statement, &[&*types, &*ids]).await
+            })
+        })
+        .await?;
+        Ok(rows)
     }
 }

@@ -9,7 +9,7 @@ use crate::{
 use bytes::Bytes;
 use deadpool_postgres::{Object, Pool};
 use eventsourced::{SeqNo, SnapshotStore, SnapshotStoreError};
-use std::{fmt, future::Future, sync::Arc};
+use std::{fmt, sync::Arc};
 
 type Loaded = Option<(i64, Bytes)>;
 
@@ -130,29 +130,6 @@ impl PostgresSnapshotStore {
             .await
             .map_err(|e| PostgresError::connect(self.inner.config.place(), e))
     }
-
-    async fn timed<T>(
-        &self,
-        operation: &'static str,
-        work: impl Future<Output = Result<T, tokio_postgres::Error>>,
-    ) -> Result<T, SnapshotStoreError> {
-        let timeout = self.inner.config.statement_timeout;
-        let table = self.inner.tables.snapshots();
-        match tokio::time::timeout(timeout, work).await {
-            Ok(result) => result.map_err(|e| {
-                SnapshotStoreError::backend(
-                    "postgres",
-                    operation,
-                    PostgresError::query(operation, &table, e),
-                )
-            }),
-            Err(_) => Err(SnapshotStoreError::backend(
-                "postgres",
-                operation,
-                PostgresError::Timeout { operation, timeout },
-            )),
-        }
-    }
 }
 
 fn validate(type_name: &str, id: &str) -> Result<(), SnapshotStoreError> {
@@ -194,17 +171,31 @@ impl SnapshotStore for PostgresSnapshotStore {
                 },
             )
         })?;
-        let client = self
-            .get()
-            .await
-            .map_err(|e| SnapshotStoreError::backend("postgres", operation, e))?;
-        self.timed(operation, async {
-            let statement = client.prepare_cached(&self.inner.save).await?;
-            client
-                .execute(&statement, &[&type_name, &id, &seq_no, &state.as_ref()])
-                .await
+        let (table, place) = (self.inner.tables.snapshots(), self.inner.config.place());
+        let target = crate::pooled::Target {
+            pool: &self.inner.pool,
+            place: &place,
+            timeout: self.inner.config.statement_timeout,
+            operation,
+            table: &table,
+        };
+        // The upsert is idempotent: running it again after a lost connection is safe.
+        let (_client, _rows) = crate::pooled::run(&target, |client| {
+            let (inner, type_name, id, state) = (
+                Arc::clone(&self.inner),
+                type_name.to_owned(),
+                id.to_owned(),
+                state.clone(),
+            );
+            Box::pin(async move {
+                let statement = client.prepare_cached(&inner.save).await?;
+                client
+                    .execute(&statement, &[&type_name, &id, &seq_no, &state.as_ref()])
+                    .await
+            })
         })
-        .await?;
+        .await
+        .map_err(|e| SnapshotStoreError::backend("postgres", operation, e))?;
         Ok(())
     }
 
