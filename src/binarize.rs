@@ -1,8 +1,8 @@
 //! Conversion of events and state to and from [`Bytes`].
 //!
 //! The event log and snapshot store only see bytes; an entity is spawned with a
-//! [`Binarize`] that converts its events and its state. [`SerdeJson`] and
-//! [`Prost`] are provided behind the cargo features of the same names.
+//! [`Binarize`] that converts its events and its state. `SerdeJson` and
+//! `Prost` are provided behind the cargo features of the same names.
 
 use crate::event_log::BoxError;
 use bytes::Bytes;

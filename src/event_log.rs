@@ -36,7 +36,8 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 /// - A stream item that is an error ends the stream; resume from the last position.
 ///
 /// Implementations are cheap to clone (a handle over shared state).
-/// [`testkit::event_log`](crate::testkit) checks all of this.
+/// The conformance suite `testkit::event_log` (cargo feature `testkit`)
+/// checks all of this.
 ///
 /// ```
 /// use eventsourced::{EventLog, EventLogError, MemoryEventLog, SeqNo};

@@ -21,7 +21,8 @@ use std::future::Future;
 /// - [`load`](SnapshotStore::load) returns the latest saved snapshot or `None`.
 /// - Entities of different types with the same id never share a snapshot.
 ///
-/// [`testkit::snapshot_store`](crate::testkit) checks all of this.
+/// The conformance suite `testkit::snapshot_store` (cargo feature `testkit`)
+/// checks all of this.
 ///
 /// ```
 /// use eventsourced::{MemorySnapshotStore, SeqNo, SnapshotStore};
