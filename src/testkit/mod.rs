@@ -19,6 +19,7 @@
 //! failed check panics with a message that says what was expected. The
 //! suites need a multi-thread tokio runtime.
 
+pub mod counter;
 mod event_log;
 mod snapshot_store;
 
