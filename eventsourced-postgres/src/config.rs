@@ -241,6 +241,15 @@ impl PostgresConfig {
                 reason: e.to_string(),
             })?;
         let mut config = PostgresConfig::default();
+        // An `sslmode` written in a form not taken out above (`sslmode =
+        // require`) was read by the driver: never silently drop it.
+        if rest.contains("sslmode") {
+            config.tls_mode = match parsed.get_ssl_mode() {
+                SslMode::Disable => TlsMode::Disable,
+                SslMode::Require => TlsMode::Require,
+                _ => TlsMode::Prefer,
+            };
+        }
         for (key, value) in tls_params {
             match key.as_str() {
                 "sslmode" => {
@@ -474,7 +483,14 @@ fn split_tls_params(url: &str) -> (String, Vec<(String, String)>) {
         };
         (rest, taken)
     } else {
-        let kept: Vec<&str> = url.split_whitespace().filter(|pair| keep(pair)).collect();
-        (kept.join(" "), taken)
+        // Cut the taken pairs out of the string, leaving the rest (quoted
+        // values with spaces included) exactly as written.
+        let mut rest = url.to_owned();
+        for pair in url.split_whitespace().filter(|pair| !keep(pair)) {
+            if let Some(at) = rest.find(pair) {
+                rest.replace_range(at..at + pair.len(), "");
+            }
+        }
+        (rest, taken)
     }
 }

@@ -204,6 +204,22 @@ fn sslmode_and_sslrootcert_come_from_urls() {
         let config = PostgresConfig::from_url(&url).expect("valid key=value string");
         assert_eq!(config.tls_mode, expected, "{url}");
     }
+    let spaced = PostgresConfig::from_url("host=127.0.0.1 sslmode = require user=u")
+        .expect("valid key = value string");
+    assert_eq!(
+        spaced.tls_mode,
+        TlsMode::Require,
+        "spaces around = keep the mode"
+    );
+    let quoted =
+        PostgresConfig::from_url("host=127.0.0.1 password='a  b' sslmode=verify-full user=u")
+            .expect("valid key=value string with a quoted value");
+    assert_eq!(
+        quoted.password.as_deref(),
+        Some("a  b"),
+        "quoted spaces survive"
+    );
+    assert_eq!(quoted.tls_mode, TlsMode::VerifyFull);
     assert_eq!(
         PostgresConfig::from_url("postgres://u@h/d")
             .expect("valid URL")
