@@ -9,6 +9,8 @@ mod event;
 pub mod lag;
 mod lease;
 mod memory;
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod projection;

@@ -116,3 +116,6 @@ pub mod pg;
 
 #[cfg(feature = "sqlite")]
 pub mod sq;
+
+#[cfg(feature = "nats")]
+pub mod nats;
