@@ -214,6 +214,22 @@ impl NatsEventLog {
         &self.inner.client
     }
 
+    /// The subject filter matching the messages of every entity of
+    /// `type_name` in this log's stream (`<subject-prefix>.<type-token>.*`),
+    /// for tools that read the stream directly, e.g. to count a projection's
+    /// lag. A type name the log would refuse is an `InvalidId` error.
+    ///
+    /// ```no_run
+    /// # async fn demo(log: eventsourced_nats::NatsEventLog) {
+    /// let filter = log.type_subjects("counter").unwrap();
+    /// assert!(filter.ends_with(".*"));
+    /// # }
+    /// ```
+    pub fn type_subjects(&self, type_name: &str) -> Result<String, EventLogError> {
+        subject::validate_type(type_name)?;
+        Ok(self.inner.subjects.entity_type(type_name))
+    }
+
     fn remember(&self, subject: &str, last: Last, force: bool) {
         let mut memo = self
             .inner

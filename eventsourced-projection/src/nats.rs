@@ -6,7 +6,6 @@ use async_nats::jetstream::{
     consumer::{DeliverPolicy, pull::OrderedConfig},
     stream::LastRawMessageErrorKind,
 };
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use eventsourced::{Position, event_log::BoxError};
 use eventsourced_nats::NatsEventLog;
 use futures::{FutureExt, StreamExt, future::BoxFuture};
@@ -78,15 +77,8 @@ impl NatsLag {
     }
 
     async fn count(&self, type_name: &str, offset: Option<Position>) -> Result<u64, BoxError> {
-        if type_name.is_empty() {
-            return Err("the entity type name is empty".into());
-        }
+        let filter = self.log.type_subjects(type_name)?;
         let config = self.log.config();
-        let filter = format!(
-            "{}.{}.*",
-            config.subject_prefix,
-            URL_SAFE_NO_PAD.encode(type_name.as_bytes())
-        );
         let jetstream = jetstream::context::ContextBuilder::new()
             .timeout(config.request_timeout)
             .build(self.log.client().clone());
