@@ -1,4 +1,4 @@
-//! `NatsLag` against a real nats-server (see `support::nats`): exact counts
+//! `NatsLag` against a real nats-server (the server comes from eventsourced-nats's test support): exact counts
 //! after any offset, including inside a multi-event message, and a projection
 //! over the NATS log reporting lag 0 once caught up.
 #![cfg(feature = "nats")]

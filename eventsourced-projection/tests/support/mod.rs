@@ -117,5 +117,8 @@ pub mod pg;
 #[cfg(feature = "sqlite")]
 pub mod sq;
 
+/// The NATS crate's own test server support (`nats_url`, `TestServer`):
+/// one implementation for both crates' tests.
 #[cfg(feature = "nats")]
+#[path = "../../../eventsourced-nats/tests/support/mod.rs"]
 pub mod nats;
