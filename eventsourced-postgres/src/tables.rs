@@ -153,9 +153,18 @@ impl Tables {
 
     /// Begins the group-commit transaction and takes the position lock; sent
     /// pipelined with [`append_sql`](Self::append_sql) and `COMMIT`.
+    ///
+    /// The append statements take their rows as arrays. With a concrete array
+    /// PostgreSQL estimates `unnest` far cheaper than its generic plan does, so
+    /// in the default `plan_cache_mode` it plans the prepared statement anew
+    /// on every execution (`custom_plans` grows in `pg_prepared_statements`,
+    /// `generic_plans` stays 0), which costs more than running it. The plan is
+    /// the same for any arrays, so the transaction forces the generic one.
     pub(crate) fn begin_append_sql(&self) -> String {
         format!(
-            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({})",
+            "BEGIN ISOLATION LEVEL READ COMMITTED; \
+             SET LOCAL plan_cache_mode = force_generic_plan; \
+             SELECT pg_advisory_xact_lock({})",
             self.lock_key()
         )
     }
