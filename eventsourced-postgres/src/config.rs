@@ -424,10 +424,43 @@ impl PostgresConfig {
         Ok(connector)
     }
 
-    /// A pool over [`pg_config`](Self::pg_config); connects lazily.
+    /// A pool of [`pool_size`](Self::pool_size) connections over
+    /// [`pg_config`](Self::pg_config); connects lazily.
     pub(crate) fn pool(&self) -> Result<Pool, PostgresError> {
+        self.pool_of(self.pg_config(), self.pool_size)
+    }
+
+    /// The pools of an event log: `pool_size - 1` connections for reads and
+    /// the caller's queries, and one of its own for the group-commit writer.
+    ///
+    /// The writer's sessions use generic plans for prepared statements. Its
+    /// statements take their rows as arrays, and with a concrete array
+    /// PostgreSQL estimates `unnest` far cheaper than in the generic plan, so
+    /// in the default `plan_cache_mode` it plans them anew on every execution
+    /// (in `pg_prepared_statements`: `custom_plans` grows, `generic_plans`
+    /// stays 0), which costs more than running them. Their plans are the same
+    /// for any arrays. The settings stay on the writer's own connection;
+    /// connections handed to callers keep the server's defaults.
+    pub(crate) fn log_pools(&self) -> Result<(Pool, Pool), PostgresError> {
+        let mut writer = self.pg_config();
+        // READ COMMITTED whatever the server's default: the single-statement
+        // append relies on its UPDATE continuing from the latest version.
+        writer.options(
+            "-c plan_cache_mode=force_generic_plan -c default_transaction_isolation=read\\ committed",
+        );
+        Ok((
+            self.pool_of(self.pg_config(), self.pool_size.saturating_sub(1).max(1))?,
+            self.pool_of(writer, 1)?,
+        ))
+    }
+
+    fn pool_of(
+        &self,
+        pg_config: tokio_postgres::Config,
+        size: usize,
+    ) -> Result<Pool, PostgresError> {
         let manager = Manager::from_config(
-            self.pg_config(),
+            pg_config,
             self.tls()?,
             ManagerConfig {
                 // No round trip per checkout: a connection that died
@@ -437,7 +470,7 @@ impl PostgresConfig {
             },
         );
         Pool::builder(manager)
-            .max_size(self.pool_size)
+            .max_size(size)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(self.statement_timeout))
             .create_timeout(Some(self.connect_timeout))

@@ -164,7 +164,7 @@ impl PostgresEventLog {
     /// create the tables.
     pub async fn new(config: PostgresConfig) -> Result<Self, PostgresError> {
         let tables = config.validate()?;
-        let pool = config.pool()?;
+        let (pool, writer_pool) = config.log_pools()?;
         let sql = Sql {
             begin_append: tables.begin_append_sql(),
             append: tables.append_sql(),
@@ -184,8 +184,9 @@ impl PostgresEventLog {
         // Fail fast, and open the whole pool now rather than during the
         // first burst of work (a new PostgreSQL connection forks a backend).
         warm(&shared.pool, &shared.config).await?;
+        warm(&writer_pool, &shared.config).await?;
         let (writer, requests) = mpsc::channel(QUEUE);
-        tokio::spawn(writer::run(Arc::clone(&shared), requests));
+        tokio::spawn(writer::run(Arc::clone(&shared), writer_pool, requests));
         let query = Arc::new(KeyQuery {
             pool: shared.pool.clone(),
             sql: shared.tables.last_seq_nos_sql(),
@@ -277,7 +278,7 @@ pub(crate) async fn warm(pool: &Pool, config: &PostgresConfig) -> Result<(), Pos
         .get()
         .await
         .map_err(|e| PostgresError::connect(config.place(), e))?;
-    let rest = futures::future::try_join_all((1..config.pool_size).map(|_| pool.get()))
+    let rest = futures::future::try_join_all((1..pool.status().max_size).map(|_| pool.get()))
         .await
         .map_err(|e| PostgresError::connect(config.place(), e))?;
     drop((first, rest));

@@ -151,20 +151,14 @@ impl Tables {
         )
     }
 
-    /// Begins the group-commit transaction and takes the position lock; sent
-    /// pipelined with [`append_sql`](Self::append_sql) and `COMMIT`.
-    ///
-    /// The append statements take their rows as arrays. With a concrete array
-    /// PostgreSQL estimates `unnest` far cheaper than its generic plan does, so
-    /// in the default `plan_cache_mode` it plans the prepared statement anew
-    /// on every execution (`custom_plans` grows in `pg_prepared_statements`,
-    /// `generic_plans` stays 0), which costs more than running it. The plan is
-    /// the same for any arrays, so the transaction forces the generic one.
+    /// Begins the checking group-commit transaction and takes the position
+    /// lock; sent pipelined with [`append_sql`](Self::append_sql) and
+    /// `COMMIT`. The lock comes first, in a statement of its own, so that the
+    /// append statement's snapshot (READ COMMITTED: taken when it starts)
+    /// sees every commit that held the lock before.
     pub(crate) fn begin_append_sql(&self) -> String {
         format!(
-            "BEGIN ISOLATION LEVEL READ COMMITTED; \
-             SET LOCAL plan_cache_mode = force_generic_plan; \
-             SELECT pg_advisory_xact_lock({})",
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({})",
             self.lock_key()
         )
     }
@@ -221,15 +215,21 @@ impl Tables {
     }
 
     /// The append of a batch whose every request is known to have its
-    /// predecessor stored: a plain insert; a stale request violates the
-    /// primary key, which fails the whole statement (and the writer then uses
-    /// [`append_sql`](Self::append_sql)). `$1` type name, `$2` id, `$3` bytes,
-    /// `$4` seq_no (one per event).
+    /// predecessor stored: one statement, its own transaction. It takes the
+    /// position lock (joined into the UPDATE, so it is held before the
+    /// positions row changes, until the statement commits), then inserts; a
+    /// stale request violates the primary key, which fails the whole
+    /// statement (and the writer then uses [`append_sql`](Self::append_sql)).
+    /// It reads nothing through its snapshot: the UPDATE of the positions row
+    /// waits for the row and continues from its latest committed version.
+    /// `$1` type name, `$2` id, `$3` bytes, `$4` seq_no (one per event).
     pub(crate) fn append_fast_sql(&self) -> String {
-        let (table, positions) = (self.events(), self.positions());
+        let (table, positions, key) = (self.events(), self.positions(), self.lock_key());
         format!(
-            "WITH base AS (
+            "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock({key})),
+             base AS (
                  UPDATE {positions} SET last = last + cardinality($3::bytea[])
+                 FROM lock
                  RETURNING last - cardinality($3::bytea[]) AS p
              )
              INSERT INTO {table} (position, type_name, id, seq_no, event)

@@ -1,18 +1,18 @@
 //! Group commit: one task per log drains the queued append requests and writes
-//! them in one transaction and one round trip.
+//! them in one transaction and one round trip, on a connection of its own.
 //!
-//! The transaction is pipelined as three messages, `BEGIN; SELECT
-//! pg_advisory_xact_lock(..)`, the prepared append statement and `COMMIT`,
-//! whose answers are read together. The advisory lock is held from the first
-//! INSERT to COMMIT, so the positions that the statement takes (the table's
-//! highest position plus one, two, ...) become visible in position order. The
-//! explicit `COMMIT` makes the reply wait for the commit record itself: an
-//! append is acknowledged only once it is durable.
+//! Positions are taken under a transaction-scoped advisory lock held until
+//! COMMIT, so the positions a transaction takes (the positions row's last
+//! value plus one, two, ...) become visible in position order. A reply is sent
+//! only once the commit is durable.
 //!
-//! When every request's predecessor event is known to be stored, the
-//! statement is a plain insert and a stale request fails it on the primary
-//! key (nothing is written); otherwise, and after such a failure, each
-//! request is checked against its entity's last seq_no inside the statement:
+//! When every request's predecessor event is known to be stored, the batch is
+//! one statement in a transaction of its own that takes the lock and makes a
+//! plain insert; a stale request fails it on the primary key (nothing is
+//! written). Otherwise, and after such a failure, the transaction is
+//! pipelined as three messages, `BEGIN; SELECT pg_advisory_xact_lock(..)`,
+//! the checking statement and `COMMIT`, whose answers are read together: each
+//! request is checked against its entity's last seq_no inside the statement,
 //! a request whose expectation does not hold writes nothing and gets a
 //! `Conflict`, the others of the batch are written. Two requests for the
 //! same entity never share a batch (the later one waits for the next). If the
@@ -22,7 +22,7 @@
 
 use crate::{PostgresError, event_log::Shared};
 use bytes::Bytes;
-use deadpool_postgres::Object;
+use deadpool_postgres::{Object, Pool};
 use eventsourced::{EventLogError, SeqNo};
 use std::{
     collections::{HashSet, VecDeque},
@@ -67,11 +67,15 @@ enum WriteError {
 }
 
 /// The writer task: runs until every handle of the log is dropped.
-pub(crate) async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<AppendRequest>) {
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    pool: Pool,
+    mut requests: mpsc::Receiver<AppendRequest>,
+) {
     let (announce, announcements) = mpsc::channel(1);
     tokio::spawn(notifier(Arc::clone(&shared), announcements));
     let mut deferred: VecDeque<AppendRequest> = VecDeque::new();
-    let mut connection: Option<Object> = None;
+    let mut connection = Connection { pool, client: None };
     let max_batch = shared.config.max_batch;
     let mut previous = 0;
     loop {
@@ -126,6 +130,14 @@ pub(crate) async fn run(shared: Arc<Shared>, mut requests: mpsc::Receiver<Append
     }
 }
 
+/// The writer's connection, from a pool of its own (see
+/// [`PostgresConfig::log_pools`](crate::PostgresConfig)); taken again after
+/// it is lost.
+struct Connection {
+    pool: Pool,
+    client: Option<Object>,
+}
+
 /// Sends `NOTIFY` for commits, off the writers' critical path: at most one in
 /// flight, and at most about one per millisecond; ends with the writer.
 async fn notifier(shared: Arc<Shared>, mut announcements: mpsc::Receiver<()>) {
@@ -147,11 +159,7 @@ async fn notifier(shared: Arc<Shared>, mut announcements: mpsc::Receiver<()>) {
 
 /// Writes one batch and answers every request of it; whether events were
 /// written.
-async fn write(
-    shared: &Shared,
-    connection: &mut Option<Object>,
-    batch: Vec<AppendRequest>,
-) -> bool {
+async fn write(shared: &Shared, connection: &mut Connection, batch: Vec<AppendRequest>) -> bool {
     let started = std::time::Instant::now();
     match write_once(shared, connection, &batch).await {
         Ok(actuals) => {
@@ -222,16 +230,21 @@ fn reply_all(shared: &Shared, batch: Vec<AppendRequest>, actuals: Vec<SeqNo>) ->
 /// seq_no before the append (the request was written iff it equals expected).
 async fn write_once(
     shared: &Shared,
-    connection: &mut Option<Object>,
+    connection: &mut Connection,
     batch: &[AppendRequest],
 ) -> Result<Vec<SeqNo>, WriteError> {
     let timeout = shared.config.statement_timeout;
-    if connection.as_ref().is_some_and(|c| c.is_closed()) {
-        *connection = None;
+    if connection.client.as_ref().is_some_and(|c| c.is_closed()) {
+        connection.client = None;
     }
-    let client = match connection {
+    let client = match &mut connection.client {
         Some(client) => client,
-        None => connection.insert(shared.get().await.map_err(WriteError::Failed)?),
+        None => {
+            let client = connection.pool.get().await.map_err(|e| {
+                WriteError::Failed(PostgresError::connect(shared.config.place(), e))
+            })?;
+            connection.client.insert(client)
+        }
     };
     let result = tokio::time::timeout(timeout, transaction(shared, client, batch)).await;
     match result {
@@ -239,7 +252,7 @@ async fn write_once(
         Ok(Err(error)) => {
             let closed = client.is_closed();
             if closed {
-                *connection = None;
+                connection.client = None;
             } else {
                 // Leave no transaction open behind a failed pipeline.
                 let _ = tokio::time::timeout(timeout, client.batch_execute("ROLLBACK")).await;
@@ -254,7 +267,7 @@ async fn write_once(
             })
         }
         Err(_) => {
-            if let Some(client) = connection.take() {
+            if let Some(client) = connection.client.take() {
                 drop(Object::take(client));
             }
             Err(WriteError::Failed(PostgresError::Timeout {
@@ -283,7 +296,6 @@ async fn transaction(
                 if error.code() == Some(&SqlState::UNIQUE_VIOLATION) && !client.is_closed() =>
             {
                 debug!(%error, "an event already exists: checking each request of the batch");
-                // The pipelined COMMIT has already ended the failed transaction.
             }
             Err(error) => return Err(error),
         }
@@ -291,8 +303,10 @@ async fn transaction(
     checking_transaction(shared, client, batch).await
 }
 
-/// BEGIN + lock, a plain insert, COMMIT: one round trip. Any stale request
-/// violates the primary key and fails the whole statement, writing nothing.
+/// One statement in its own transaction: the lock and a plain insert, one
+/// round trip. Any stale request violates the primary key and fails the whole
+/// statement, writing nothing. `execute` returns at ReadyForQuery, which the
+/// server sends after the commit is durable.
 async fn fast_transaction(
     shared: &Shared,
     client: &Object,
@@ -315,14 +329,7 @@ async fn fast_transaction(
         }
     }
     let params: [&(dyn ToSql + Sync); 4] = [&types, &ids, &bytes, &seq_nos];
-    let (begin, inserted, commit) = futures::join!(
-        client.batch_execute(&shared.sql.begin_append),
-        client.execute(&statement, &params),
-        client.batch_execute("COMMIT"),
-    );
-    begin?;
-    let inserted = inserted?;
-    commit?;
+    let inserted = client.execute(&statement, &params).await?;
     if usize::try_from(inserted).ok() != Some(total) {
         warn!(
             inserted,
