@@ -38,6 +38,11 @@ struct Args {
     #[arg(long)]
     quick: bool,
 
+    /// Run everything this many times, one round after another; the table and
+    /// the targets take each result's median run (JSON has every run).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=99))]
+    runs: u32,
+
     /// The PostgreSQL server; each run uses a schema of its own and drops it.
     #[arg(
         long,
@@ -149,12 +154,15 @@ impl Scale {
 #[derive(Debug)]
 struct Output {
     json: bool,
+    /// The run of `--runs` under way (1-based).
+    run: u32,
     records: Vec<Record>,
     failures: Vec<String>,
 }
 
 impl Output {
-    fn emit(&mut self, record: Record) {
+    fn emit(&mut self, mut record: Record) {
+        record.run = self.run;
         if self.json {
             let mut stdout = std::io::stdout().lock();
             let _ = writeln!(stdout, "{}", report::json_line(&record));
@@ -169,7 +177,11 @@ impl Output {
     }
 
     fn fail(&mut self, backend: &str, workload: &str, error: &BoxError) {
-        let message = format!("{backend} {workload}: {}", error_chain(error.as_ref()));
+        let message = format!(
+            "{backend} {workload} (run {}): {}",
+            self.run,
+            error_chain(error.as_ref())
+        );
         eprintln!("FAILED {message}");
         self.failures.push(message);
     }
@@ -196,8 +208,8 @@ async fn run_on<B: Backend>(backend: &B, workload: WorkloadArg, scale: &Scale, o
     let name = B::NAME;
     eprintln!("== {name}");
 
-    // Idle first, while the heap is still clean.
-    if wants(WorkloadArg::Idle) {
+    // Idle first, while the heap is still clean: in the first run only.
+    if wants(WorkloadArg::Idle) && out.run == 1 {
         if name == Memory::NAME {
             run_one(backend, "idle", out, |fresh| async move {
                 workloads::idle(name, &fresh, scale.idle_entities)
@@ -301,47 +313,57 @@ async fn main() -> ExitCode {
     }
     let mut out = Output {
         json: args.json,
+        run: 1,
         records: Vec::new(),
         failures: Vec::new(),
     };
-    let backends = match args.backend {
-        BackendArg::All => vec![
-            BackendArg::Memory,
-            BackendArg::Sqlite,
-            BackendArg::Postgres,
-            BackendArg::Nats,
-        ],
-        one => vec![one],
+    let wanted = |b: BackendArg| args.backend == b || args.backend == BackendArg::All;
+    // Set up once for all runs: a NATS server may have to be started.
+    let sqlite = match wanted(BackendArg::Sqlite)
+        .then(|| backends::sqlite::Sqlite::new(args.sqlite_dir.as_deref()))
+    {
+        Some(Ok(sqlite)) => Some(sqlite),
+        Some(Err(error)) => {
+            out.fail("sqlite", "setup", &error);
+            None
+        }
+        None => None,
     };
-    for backend in backends {
-        match backend {
-            BackendArg::Memory => run_on(&Memory, args.workload, &scale, &mut out).await,
-            BackendArg::Nats => match nats_server::resolve(args.nats_url.as_deref()).await {
-                Ok(server) => {
-                    run_on(
-                        &backends::nats::Nats::new(server),
-                        args.workload,
-                        &scale,
-                        &mut out,
-                    )
-                    .await;
-                }
-                Err(error) => out.fail("nats", "setup", &error),
-            },
-            BackendArg::Sqlite => match backends::sqlite::Sqlite::new(args.sqlite_dir.as_deref()) {
-                Ok(sqlite) => run_on(&sqlite, args.workload, &scale, &mut out).await,
-                Err(error) => out.fail("sqlite", "setup", &error),
-            },
-            BackendArg::Postgres => {
-                let postgres = backends::postgres::Postgres::new(&args.database_url);
-                run_on(&postgres, args.workload, &scale, &mut out).await;
+    let postgres =
+        wanted(BackendArg::Postgres).then(|| backends::postgres::Postgres::new(&args.database_url));
+    let nats = if wanted(BackendArg::Nats) {
+        match nats_server::resolve(args.nats_url.as_deref()).await {
+            Ok(server) => Some(backends::nats::Nats::new(server)),
+            Err(error) => {
+                out.fail("nats", "setup", &error);
+                None
             }
-            BackendArg::All => {}
+        }
+    } else {
+        None
+    };
+    for run in 1..=args.runs {
+        out.run = run;
+        if args.runs > 1 {
+            eprintln!("==== run {run} of {}", args.runs);
+        }
+        if wanted(BackendArg::Memory) {
+            run_on(&Memory, args.workload, &scale, &mut out).await;
+        }
+        if let Some(sqlite) = &sqlite {
+            run_on(sqlite, args.workload, &scale, &mut out).await;
+        }
+        if let Some(postgres) = &postgres {
+            run_on(postgres, args.workload, &scale, &mut out).await;
+        }
+        if let Some(nats) = &nats {
+            run_on(nats, args.workload, &scale, &mut out).await;
         }
     }
 
-    let table = report::table(&out.records);
-    let targets = targets::check(&out.records, &scale);
+    let medians = report::medians(&out.records);
+    let table = report::table(&medians);
+    let targets = targets::check(&medians, &scale);
     let summary = format!("{table}\n{targets}");
     if args.json {
         eprint!("{summary}");

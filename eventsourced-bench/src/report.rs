@@ -27,6 +27,8 @@ pub(crate) struct Record {
     pub(crate) rss_bytes_per_entity: Option<f64>,
     /// A short remark, e.g. what a raw ceiling writes.
     pub(crate) note: String,
+    /// Which run of `--runs` measured it (1-based).
+    pub(crate) run: u32,
 }
 
 impl Record {
@@ -53,6 +55,7 @@ impl Record {
             peak_rss_kib: None,
             rss_bytes_per_entity: None,
             note: String::new(),
+            run: 1,
         }
     }
 
@@ -181,6 +184,68 @@ pub(crate) fn table(records: &[Record]) -> String {
     out
 }
 
+/// What a result is judged by, and whether more is better: commands/s,
+/// else recovery ms, else bytes per entity.
+fn measure(record: &Record) -> Option<(f64, bool)> {
+    record
+        .commands_per_s
+        .map(|v| (v, true))
+        .or(record.recovery_ms.map(|v| (v, false)))
+        .or(record.rss_bytes_per_entity.map(|v| (v, false)))
+}
+
+/// One record per (backend, workload), in the order first measured: the run
+/// with the median result, its note saying the range over all runs. With an
+/// even number of runs the worse of the two middle ones is taken. A single
+/// run is returned as it is.
+pub(crate) fn medians(records: &[Record]) -> Vec<Record> {
+    let mut groups: Vec<Vec<&Record>> = Vec::new();
+    for record in records {
+        match groups
+            .iter_mut()
+            .find(|g| g[0].backend == record.backend && g[0].workload == record.workload)
+        {
+            Some(group) => group.push(record),
+            None => groups.push(vec![record]),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|mut group| {
+            if group.len() == 1 {
+                return group[0].clone();
+            }
+            let Some((_, more_is_better)) = measure(group[0]) else {
+                return group[0].clone();
+            };
+            let value = |r: &Record| measure(r).map_or(f64::NAN, |(v, _)| v);
+            group.sort_by(|a, b| value(a).total_cmp(&value(b)));
+            let n = group.len();
+            let index = if more_is_better { (n - 1) / 2 } else { n / 2 };
+            let mut median = group[index].clone();
+            let (low, high) = (value(group[0]), value(group[n - 1]));
+            let unit = if median.commands_per_s.is_some() {
+                "/s"
+            } else if median.recovery_ms.is_some() {
+                " ms"
+            } else {
+                " B"
+            };
+            let decimals =
+                usize::from(median.recovery_ms.is_some() && median.commands_per_s.is_none());
+            let range = format!(
+                "median of {n} runs, range {low:.decimals$}{unit} to {high:.decimals$}{unit}"
+            );
+            median.note = if median.note.is_empty() {
+                range
+            } else {
+                format!("{range}; {}", median.note)
+            };
+            median
+        })
+        .collect()
+}
+
 /// One JSON object for a result line.
 pub(crate) fn json_line(record: &Record) -> String {
     serde_json::to_string(record)
@@ -197,6 +262,70 @@ mod tests {
         assert_eq!(percentiles(&mut values), (Some(50), Some(99)));
         assert_eq!(percentiles(&mut [7]), (Some(7), Some(7)));
         assert_eq!(percentiles(&mut []), (None, None));
+    }
+
+    fn record(
+        workload: &str,
+        commands_per_s: Option<f64>,
+        recovery_ms: Option<f64>,
+        run: u32,
+    ) -> Record {
+        let mut record = Record::throughput("memory", workload, 1, Duration::from_secs(1), &mut []);
+        record.commands_per_s = commands_per_s;
+        record.recovery_ms = recovery_ms;
+        record.run = run;
+        record
+    }
+
+    #[test]
+    fn medians_take_the_middle_run_and_name_the_range() {
+        let records = vec![
+            record("seq", Some(300.0), None, 1),
+            record("rec", None, Some(9.0), 1),
+            record("seq", Some(100.0), None, 2),
+            record("rec", None, Some(30.0), 2),
+            record("seq", Some(200.0), None, 3),
+            record("rec", None, Some(10.0), 3),
+        ];
+        let medians = medians(&records);
+        assert_eq!(medians.len(), 2);
+        assert_eq!(medians[0].workload, "seq");
+        assert_eq!(medians[0].commands_per_s, Some(200.0));
+        assert_eq!(medians[0].run, 3);
+        assert!(
+            medians[0]
+                .note
+                .starts_with("median of 3 runs, range 100/s to 300/s"),
+            "{}",
+            medians[0].note
+        );
+        assert_eq!(medians[1].recovery_ms, Some(10.0));
+        assert!(
+            medians[1].note.contains("9.0 ms to 30.0 ms"),
+            "{}",
+            medians[1].note
+        );
+    }
+
+    #[test]
+    fn medians_of_two_runs_take_the_worse() {
+        let records = vec![
+            record("seq", Some(300.0), None, 1),
+            record("seq", Some(100.0), None, 2),
+            record("rec", None, Some(9.0), 1),
+            record("rec", None, Some(30.0), 2),
+        ];
+        let medians = medians(&records);
+        assert_eq!(medians[0].commands_per_s, Some(100.0));
+        assert_eq!(medians[1].recovery_ms, Some(30.0));
+    }
+
+    #[test]
+    fn one_run_is_reported_as_measured() {
+        let records = vec![record("seq", Some(300.0), None, 1)];
+        let medians = medians(&records);
+        assert_eq!(medians[0].note, "");
+        assert_eq!(medians[0].commands_per_s, Some(300.0));
     }
 
     #[test]

@@ -157,3 +157,49 @@ fn a_missing_nats_server_is_explained() {
     assert!(!output.status.success());
     assert!(stderr.contains("set NATS_URL"), "{stderr}");
 }
+
+#[test]
+fn several_runs_print_every_run_and_tabulate_the_medians() {
+    let output = run(&[
+        "--backend",
+        "memory",
+        "--workload",
+        "seq",
+        "--quick",
+        "--json",
+        "--runs",
+        "3",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the bench failed:\n{stderr}");
+    let runs: Vec<(String, u64)> = stdout
+        .lines()
+        .map(|line| {
+            let record: Value = serde_json::from_str(line).expect("a JSON line");
+            let workload = record["workload"].as_str().expect("workload").to_owned();
+            (workload, record["run"].as_u64().expect("run is a number"))
+        })
+        .collect();
+    let expected: Vec<(String, u64)> = (1..=3)
+        .flat_map(|run| ["seq 1x200", "seq 10x100", "seq 100x20"].map(|w| (w.to_owned(), run)))
+        .collect();
+    assert_eq!(runs, expected);
+    // The table (on stderr with --json) has one line per workload, the median.
+    let table_rows: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.starts_with("| memory"))
+        .collect();
+    assert_eq!(table_rows.len(), 3, "{stderr}");
+    for row in table_rows {
+        assert!(row.contains("median of 3 runs, range "), "{row}");
+    }
+}
+
+#[test]
+fn zero_runs_are_refused() {
+    let output = run(&["--backend", "memory", "--runs", "0"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("--runs"), "{stderr}");
+}
