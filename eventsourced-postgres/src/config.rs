@@ -427,40 +427,22 @@ impl PostgresConfig {
     /// A pool of [`pool_size`](Self::pool_size) connections over
     /// [`pg_config`](Self::pg_config); connects lazily.
     pub(crate) fn pool(&self) -> Result<Pool, PostgresError> {
-        self.pool_of(self.pg_config(), self.pool_size)
+        self.pool_of(self.pool_size)
     }
 
     /// The pools of an event log: `pool_size - 1` connections for reads and
-    /// the caller's queries, and one of its own for the group-commit writer.
-    ///
-    /// The writer's sessions use generic plans for prepared statements. Its
-    /// statements take their rows as arrays, and with a concrete array
-    /// PostgreSQL estimates `unnest` far cheaper than in the generic plan, so
-    /// in the default `plan_cache_mode` it plans them anew on every execution
-    /// (in `pg_prepared_statements`: `custom_plans` grows, `generic_plans`
-    /// stays 0), which costs more than running them. Their plans are the same
-    /// for any arrays. The settings stay on the writer's own connection;
-    /// connections handed to callers keep the server's defaults.
+    /// the caller's queries, and one of its own for the group-commit writer,
+    /// whose session settings (see the writer) reach no caller's query.
     pub(crate) fn log_pools(&self) -> Result<(Pool, Pool), PostgresError> {
-        let mut writer = self.pg_config();
-        // READ COMMITTED whatever the server's default: the single-statement
-        // append relies on its UPDATE continuing from the latest version.
-        writer.options(
-            "-c plan_cache_mode=force_generic_plan -c default_transaction_isolation=read\\ committed",
-        );
         Ok((
-            self.pool_of(self.pg_config(), self.pool_size.saturating_sub(1).max(1))?,
-            self.pool_of(writer, 1)?,
+            self.pool_of(self.pool_size.saturating_sub(1).max(1))?,
+            self.pool_of(1)?,
         ))
     }
 
-    fn pool_of(
-        &self,
-        pg_config: tokio_postgres::Config,
-        size: usize,
-    ) -> Result<Pool, PostgresError> {
+    fn pool_of(&self, size: usize) -> Result<Pool, PostgresError> {
         let manager = Manager::from_config(
-            pg_config,
+            self.pg_config(),
             self.tls()?,
             ManagerConfig {
                 // No round trip per checkout: a connection that died
