@@ -319,15 +319,16 @@ async fn main() -> ExitCode {
     };
     let wanted = |b: BackendArg| args.backend == b || args.backend == BackendArg::All;
     // Set up once for all runs: a NATS server may have to be started.
-    let sqlite = match wanted(BackendArg::Sqlite)
-        .then(|| backends::sqlite::Sqlite::new(args.sqlite_dir.as_deref()))
-    {
-        Some(Ok(sqlite)) => Some(sqlite),
-        Some(Err(error)) => {
-            out.fail("sqlite", "setup", &error);
-            None
+    let sqlite = if wanted(BackendArg::Sqlite) {
+        match backends::sqlite::Sqlite::new(args.sqlite_dir.as_deref()) {
+            Ok(sqlite) => Some(sqlite),
+            Err(error) => {
+                out.fail("sqlite", "setup", &error);
+                None
+            }
         }
-        None => None,
+    } else {
+        None
     };
     let postgres =
         wanted(BackendArg::Postgres).then(|| backends::postgres::Postgres::new(&args.database_url));

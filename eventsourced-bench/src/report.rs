@@ -184,14 +184,27 @@ pub(crate) fn table(records: &[Record]) -> String {
     out
 }
 
-/// What a result is judged by, and whether more is better: commands/s,
-/// else recovery ms, else bytes per entity.
-fn measure(record: &Record) -> Option<(f64, bool)> {
+/// What a result is judged by: commands/s, else recovery ms, else bytes per
+/// entity.
+struct Measure {
+    value: f64,
+    more_is_better: bool,
+    unit: &'static str,
+    decimals: usize,
+}
+
+fn measure(record: &Record) -> Option<Measure> {
+    let of = |value, more_is_better, unit, decimals| Measure {
+        value,
+        more_is_better,
+        unit,
+        decimals,
+    };
     record
         .commands_per_s
-        .map(|v| (v, true))
-        .or(record.recovery_ms.map(|v| (v, false)))
-        .or(record.rss_bytes_per_entity.map(|v| (v, false)))
+        .map(|v| of(v, true, "/s", 0))
+        .or(record.recovery_ms.map(|v| of(v, false, " ms", 1)))
+        .or(record.rss_bytes_per_entity.map(|v| of(v, false, " B", 0)))
 }
 
 /// One record per (backend, workload), in the order first measured: the run
@@ -215,24 +228,21 @@ pub(crate) fn medians(records: &[Record]) -> Vec<Record> {
             if group.len() == 1 {
                 return group[0].clone();
             }
-            let Some((_, more_is_better)) = measure(group[0]) else {
+            let Some(Measure {
+                more_is_better,
+                unit,
+                decimals,
+                ..
+            }) = measure(group[0])
+            else {
                 return group[0].clone();
             };
-            let value = |r: &Record| measure(r).map_or(f64::NAN, |(v, _)| v);
+            let value = |r: &Record| measure(r).map_or(f64::NAN, |m| m.value);
             group.sort_by(|a, b| value(a).total_cmp(&value(b)));
             let n = group.len();
             let index = if more_is_better { (n - 1) / 2 } else { n / 2 };
             let mut median = group[index].clone();
             let (low, high) = (value(group[0]), value(group[n - 1]));
-            let unit = if median.commands_per_s.is_some() {
-                "/s"
-            } else if median.recovery_ms.is_some() {
-                " ms"
-            } else {
-                " B"
-            };
-            let decimals =
-                usize::from(median.recovery_ms.is_some() && median.commands_per_s.is_none());
             let range = format!(
                 "median of {n} runs, range {low:.decimals$}{unit} to {high:.decimals$}{unit}"
             );
