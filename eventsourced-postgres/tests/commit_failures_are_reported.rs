@@ -89,8 +89,12 @@ async fn pooled_connections_keep_the_server_plan_cache_mode() {
         .await
         .expect("show on a plain connection")
         .get(0);
-    for _ in 0..db.config.pool_size {
-        let client = log.pool().get().await.expect("a pooled connection");
+    // Held at once, so that every connection of the pool is checked.
+    let pool = log.pool();
+    let clients = futures::future::try_join_all((0..pool.status().max_size).map(|_| pool.get()))
+        .await
+        .expect("every pooled connection");
+    for client in &clients {
         let mode: String = client
             .query_one("SHOW plan_cache_mode", &[])
             .await
