@@ -25,6 +25,10 @@ use std::{
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{Span, debug, warn};
 
+/// How many times the entity yields after a batch at most, waiting for the
+/// senders it just answered to send again.
+const LINGER_TURNS: usize = 8;
+
 /// The sending side of an entity's mailbox.
 pub(crate) type Mailbox<E> = mpsc::Sender<Box<dyn Message<E>>>;
 
@@ -402,12 +406,21 @@ where
                 Ok(seq_no) => {
                     let previous = self.last_seq_no;
                     self.last_seq_no = seq_no;
+                    let answered = batch.len();
                     batch.drain(..).for_each(|message| message.complete(Ok(())));
                     self.snapshot_if_due(previous, &state);
                     // Let the senders just answered queue their next commands,
                     // so the next batch takes them all instead of alternating
-                    // between a few commands and many.
-                    tokio::task::yield_now().await;
+                    // between a few commands and many: a durable append costs
+                    // about the same for 10 events as for 60. A few scheduler
+                    // turns at most; a sender that is done costs only those.
+                    let expected = answered.min(self.max_batch);
+                    for _ in 0..LINGER_TURNS {
+                        tokio::task::yield_now().await;
+                        if inbox.len() >= expected {
+                            break;
+                        }
+                    }
                 }
                 Err(cause) => {
                     warn!(entity = %self.shared.entity, error = %cause, "append failed, entity stops");
