@@ -106,6 +106,10 @@ pub(crate) struct Scale {
     pub(crate) raw_batched: u64,
     /// Rows per batch of `raw`.
     pub(crate) raw_batch_size: u64,
+    /// (entities, events per entity) that `raw` writes untimed, one event per
+    /// row or message, and then reads back as fast as the server allows: the
+    /// shape of the first `recovery` workload, so that its time has a ceiling.
+    pub(crate) raw_read: (u64, u64),
     pub(crate) quick: bool,
 }
 
@@ -145,6 +149,10 @@ impl Scale {
             raw_single: 2000 / d,
             raw_batched: 20_000 / d,
             raw_batch_size: 100,
+            raw_read: (
+                u64::try_from(recovery_small.0).unwrap_or(100),
+                recovery_small.1,
+            ),
             quick,
         }
     }

@@ -59,6 +59,24 @@ impl Record {
         }
     }
 
+    /// A record of reading `events` events of `entities` entities in
+    /// `elapsed` (a recovery, or a raw read of the same events); `latencies_us`
+    /// is per entity.
+    pub(crate) fn replay(
+        backend: &'static str,
+        workload: impl Into<String>,
+        entities: u64,
+        events: u64,
+        elapsed: Duration,
+        latencies_us: &mut [u32],
+    ) -> Self {
+        let mut record = Record::throughput(backend, workload, entities, elapsed, latencies_us);
+        record.commands_per_s = None;
+        record.recovery_ms = Some(elapsed.as_secs_f64() * 1000.0);
+        record.events_per_s = Some(per_second(events, elapsed.as_secs_f64()));
+        record
+    }
+
     pub(crate) fn with_note(mut self, note: impl Into<String>) -> Self {
         self.note = note.into();
         self

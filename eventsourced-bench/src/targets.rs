@@ -12,6 +12,14 @@ const RAW_SEQUENTIAL: [(&str, &str); 3] = [
     ("sqlite", "raw commit 1-row"),
 ];
 
+/// The raw read ceiling that `recovery 100x200` is held against, per
+/// backend: the fastest plain read of the same events.
+const RAW_READ: [(&str, &str); 3] = [
+    ("postgres", "raw read 100x200"),
+    ("nats", "raw read 100x200 1 consumer"),
+    ("sqlite", "raw read 100x200"),
+];
+
 /// Minimum commands/s of `seq 100x200`.
 const SEQ_100: [(&str, f64); 3] = [
     ("postgres", 110_000.0),
@@ -103,6 +111,17 @@ pub(crate) fn check(records: &[Record], scale: &Scale) -> String {
                     verdict(ms <= 30.0)
                 ));
             }
+        }
+        if let Some((_, raw_name)) = RAW_READ.iter().find(|(b, _)| *b == backend)
+            && let (Some(recovery), Some(raw)) = (
+                find(records, backend, "recovery 100x200").and_then(|r| r.recovery_ms),
+                find(records, backend, raw_name).and_then(|r| r.recovery_ms),
+            )
+        {
+            lines.push(format!(
+                "info   {backend}: recovery 100x200 takes {:.1}x the {raw_name} of the same events ({raw:.1} ms)",
+                recovery / raw
+            ));
         }
         if matches!(backend, "sqlite" | "postgres")
             && let Some(rate) =

@@ -6,7 +6,7 @@ use crate::{
     BoxError,
     backends::Fresh,
     counter::{Counter, CounterError, Decrease, Get, Increase, event_for, value_after},
-    report::{Record, micros, per_second, proc_status_kib},
+    report::{Record, micros, proc_status_kib},
 };
 use bytes::Bytes;
 use eventsourced::{
@@ -270,23 +270,20 @@ pub(crate) async fn recovery<L: EventLog, S: SnapshotStore>(
     let elapsed = start.elapsed();
 
     let replayed = u64::try_from(entities)? * (events - snapshot_seq_no);
-    let mut record = Record::throughput(
+    Ok(Record::replay(
         backend,
         match snapshot_every {
             Some(every) => format!("recovery {entities}x{events} snap/{every}"),
             None => format!("recovery {entities}x{events}"),
         },
         u64::try_from(entities)?,
+        replayed,
         elapsed,
         &mut latencies.clone(),
-    );
-    record.commands_per_s = None;
-    record.recovery_ms = Some(elapsed.as_secs_f64() * 1000.0);
-    record.events_per_s = Some(per_second(replayed, elapsed.as_secs_f64()));
-    record.note = format!(
+    )
+    .with_note(format!(
         "{replayed} events replayed, written {per_append} per append; p50/p99: first reply per entity"
-    );
-    Ok(record)
+    )))
 }
 
 /// Appends `events` events for `id`, `per_append` at a time, and saves the

@@ -203,3 +203,44 @@ fn zero_runs_are_refused() {
     assert!(!output.status.success());
     assert!(stderr.contains("--runs"), "{stderr}");
 }
+
+#[test]
+fn raw_ceilings_read_back_what_they_wrote_on_every_server() {
+    // Needs PostgreSQL (DATABASE_URL) and starts its own NATS server unless
+    // NATS_URL is set, like the rest of the workspace's server tests.
+    let output = run(&["--backend", "all", "--workload", "raw", "--quick", "--json"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the bench failed:\n{stderr}");
+    let reads: Vec<(String, String, f64)> = stdout
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("a JSON line"))
+        .filter(|record| {
+            record["workload"]
+                .as_str()
+                .is_some_and(|w| w.starts_with("raw read"))
+        })
+        .map(|record| {
+            (
+                record["backend"].as_str().expect("backend").to_owned(),
+                record["workload"].as_str().expect("workload").to_owned(),
+                record["events_per_s"].as_f64().expect("events/s of a read"),
+            )
+        })
+        .collect();
+    let names: Vec<(&str, &str)> = reads
+        .iter()
+        .map(|(backend, workload, _)| (backend.as_str(), workload.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("sqlite", "raw read 100x20"),
+            ("postgres", "raw read 100x20"),
+            ("nats", "raw read 100x20 1 consumer"),
+            ("nats", "raw read 100x20 per subject"),
+        ],
+        "{stderr}"
+    );
+    assert!(reads.iter().all(|(_, _, rate)| *rate > 0.0), "{reads:?}");
+}

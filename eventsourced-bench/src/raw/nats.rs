@@ -1,8 +1,9 @@
-//! NATS JetStream write ceilings: acknowledged publishes to a fresh stream
-//! with async-nats directly, one at a time, then pipelined. Each message
-//! carries what an append of the NATS log carries: the event, its seq_no and
-//! count headers, and `Nats-Expected-Last-Subject-Sequence`, so the server
-//! does the same optimistic-concurrency check.
+//! NATS JetStream ceilings: acknowledged publishes to a fresh stream with
+//! async-nats directly, one at a time, then pipelined. Each message carries
+//! what an append of the NATS log carries: the event, its seq_no and count
+//! headers, and `Nats-Expected-Last-Subject-Sequence`, so the server does the
+//! same optimistic-concurrency check. Then the read ceiling of `recovery`:
+//! one-event messages of many subjects read back by ordered consumers.
 
 use crate::{
     BoxError, Scale,
@@ -11,7 +12,7 @@ use crate::{
 };
 use async_nats::{
     HeaderMap, HeaderValue,
-    jetstream::{self, stream},
+    jetstream::{self, consumer::pull::OrderedConfig, stream},
 };
 use bytes::Bytes;
 use futures::{StreamExt, stream::FuturesOrdered};
@@ -24,11 +25,17 @@ const SUBJECTS: u64 = 100;
 
 /// The headers of one event's append, as the NATS log writes them.
 fn headers(seq_no: u64, expected_last_subject_seq: u64) -> HeaderMap {
-    let mut headers = HeaderMap::new();
+    let mut headers = stored_headers(seq_no);
     headers.insert(
         async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
         HeaderValue::from(expected_last_subject_seq),
     );
+    headers
+}
+
+/// The headers a one-event message of the NATS log is stored with.
+fn stored_headers(seq_no: u64) -> HeaderMap {
+    let mut headers = HeaderMap::new();
     headers.insert("Eventsourced-Seq-No", HeaderValue::from(seq_no));
     headers.insert("Eventsourced-Count", HeaderValue::from(1_u64));
     headers
@@ -55,7 +62,24 @@ pub(crate) async fn ceilings(url: &str, scale: &Scale) -> Result<Vec<Record>, Bo
         tokio::spawn(async move { measure(&context, &name, &scale).await }).await?
     };
     context.delete_stream(&name).await?;
-    result
+    let mut records = result?;
+
+    // The reads get a stream of their own, as the recovery workload does.
+    let name = unique("BENCH_RAW_READ").to_uppercase();
+    let stream = context
+        .create_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("{name}.>")],
+            ..Default::default()
+        })
+        .await?;
+    let result = {
+        let (context, scale) = (context.clone(), scale.clone());
+        tokio::spawn(async move { read(&context, &stream, &scale).await }).await?
+    };
+    context.delete_stream(&name).await?;
+    records.extend(result?);
+    Ok(records)
 }
 
 async fn measure(
@@ -148,4 +172,113 @@ async fn measure(
         "{SUBJECTS} subjects, up to {IN_FLIGHT} acks in flight; p50/p99 publish to ack"
     ));
     Ok(vec![single, pipelined])
+}
+
+/// The read ceilings of `recovery`: `entities x events` one-event messages,
+/// published (untimed) round robin over one subject per entity, as
+/// concurrent appends leave them, then read back
+///
+/// - by one ordered consumer over all of the subjects: the fastest way out
+///   of the server, which need not look for any subject's next message;
+/// - by one ordered consumer per subject, all at once, as the NATS log reads
+///   an entity whose events are not all in its last few messages.
+///
+/// Both check that every message arrived.
+async fn read(
+    context: &jetstream::Context,
+    stream: &stream::Stream,
+    scale: &Scale,
+) -> Result<Vec<Record>, BoxError> {
+    let (entities, events) = scale.raw_read;
+    let name = &stream.cached_info().config.name;
+    let event = Bytes::from_static(br#"{"Increased":2}"#);
+    let subject = |entity: u64| format!("{name}.read.{entity}");
+    let mut pending = FuturesOrdered::new();
+    for seq_no in 1..=events {
+        for entity in 0..entities {
+            if pending.len() >= IN_FLIGHT
+                && let Some(acked) = pending.next().await
+            {
+                acked?;
+            }
+            let ack = context
+                .publish_with_headers(subject(entity), stored_headers(seq_no), event.clone())
+                .await?;
+            pending.push_back(ack.into_future());
+        }
+    }
+    while let Some(acked) = pending.next().await {
+        acked?;
+    }
+    let total = entities * events;
+    let shape = format!("{entities}x{events}");
+
+    let start = Instant::now();
+    let all = read_subject(stream, format!("{name}.read.*"), total).await?;
+    let one_consumer = Record::replay(
+        "nats",
+        format!("raw read {shape} 1 consumer"),
+        entities,
+        all,
+        start.elapsed(),
+        &mut [],
+    )
+    .with_note(format!(
+        "{total} one-event messages of {entities} subjects, interleaved; one ordered consumer for all"
+    ));
+
+    let start = Instant::now();
+    let reads = (0..entities).map(|entity| {
+        let subject = &subject;
+        async move {
+            read_subject(stream, subject(entity), events).await?;
+            Ok::<_, BoxError>(micros(start.elapsed()))
+        }
+    });
+    let mut latencies = futures::future::try_join_all(reads).await?;
+    let per_subject = Record::replay(
+        "nats",
+        format!("raw read {shape} per subject"),
+        entities,
+        total,
+        start.elapsed(),
+        &mut latencies,
+    )
+    .with_note(format!(
+        "{total} one-event messages of {entities} subjects, interleaved; an ordered consumer per subject, all at once; p50/p99: each subject's last message"
+    ));
+    Ok(vec![one_consumer, per_subject])
+}
+
+/// Reads `count` messages of `filter` with an ordered consumer from the
+/// start of the stream; fails unless they all arrive.
+async fn read_subject(
+    stream: &stream::Stream,
+    filter: String,
+    count: u64,
+) -> Result<u64, BoxError> {
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: filter.clone(),
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    for read in 0..count {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(10), messages.next())
+            .await
+            .map_err(|_| {
+                format!(
+                    "{filter}: message {} of {count} did not arrive within 10 s",
+                    read + 1
+                )
+            })?
+            .ok_or_else(|| {
+                format!("{filter}: the consumer ended after {read} of {count} messages")
+            })??;
+        if message.payload.is_empty() {
+            return Err(format!("{filter}: message {} has no event", read + 1).into());
+        }
+    }
+    Ok(count)
 }

@@ -1,14 +1,18 @@
-//! PostgreSQL write ceilings: event rows written with plain prepared INSERTs
-//! on one connection, without the runtime, into a table shaped like the
-//! PostgreSQL log's (primary key on the entity and seq_no, unique position,
-//! index on type and position).
+//! PostgreSQL ceilings: event rows written with plain prepared INSERTs on one
+//! connection, without the runtime, into a table shaped like the PostgreSQL
+//! log's (primary key on the entity and seq_no, unique position, index on
+//! type and position); then the read ceiling of `recovery`: many entities'
+//! rows read back with plain SELECTs on as many connections as the log's pool.
 
 use crate::{
     BoxError, Scale,
     backends::unique,
     report::{Record, micros},
 };
-use std::time::Instant;
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Instant,
+};
 use tokio_postgres::{Client, NoTls, types::ToSql};
 
 /// Connects to `url`; the connection is driven by a task of its own.
@@ -49,8 +53,15 @@ pub(crate) async fn ceilings(url: &str, scale: &Scale) -> Result<Vec<Record>, Bo
     // runtime measured on top of it.
     let (client, result) = {
         let (schema, scale) = (schema.clone(), scale.clone());
+        let url = url.to_owned();
         tokio::spawn(async move {
-            let result = measure(&client, &schema, &scale).await;
+            let result = match measure(&client, &schema, &scale).await {
+                Ok(mut records) => read(&url, &client, &schema, &scale).await.map(|read| {
+                    records.push(read);
+                    records
+                }),
+                Err(error) => Err(error),
+            };
             (client, result)
         })
         .await?
@@ -152,4 +163,94 @@ async fn measure(client: &Client, schema: &str, scale: &Scale) -> Result<Vec<Rec
     )
     .with_note("rows/s; one prepared multi-row INSERT per batch; p50/p99 per statement");
     Ok(vec![single, batched])
+}
+
+/// Connections of the read ceiling: the PostgreSQL log's default pool size.
+const READ_CONNECTIONS: usize = 8;
+
+/// The read ceiling of `recovery`: `entities x events` one-event rows,
+/// inserted (untimed) one row per entity per statement, so that entities'
+/// rows interleave in the heap as concurrent appends leave them; then read
+/// back with the log's query, one prepared SELECT per entity, on
+/// [`READ_CONNECTIONS`] connections at once. Checks every row.
+async fn read(url: &str, client: &Client, schema: &str, scale: &Scale) -> Result<Record, BoxError> {
+    let (entities, events) = scale.raw_read;
+    let event: &[u8] = br#"{"Increased":2}"#;
+    let type_name = "bench-read";
+    let ids: Vec<String> = (0..entities).map(|e| format!("read-{e}")).collect();
+    let insert = client
+        .prepare(&format!(
+            "INSERT INTO {schema}.events (position, type_name, id, seq_no, event) \
+             SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::int8[], $5::bytea[])"
+        ))
+        .await?;
+    // Above every position of the write ceilings.
+    let mut position = 2_000_000_000_i64;
+    let types = vec![type_name; ids.len()];
+    let bytes = vec![event; ids.len()];
+    for seq_no in 1..=i64::try_from(events)? {
+        let positions: Vec<i64> = (position + 1..).take(ids.len()).collect();
+        position += i64::try_from(ids.len())?;
+        let seq_nos = vec![seq_no; ids.len()];
+        client
+            .execute(&insert, &[&positions, &types, &ids, &seq_nos, &bytes])
+            .await?;
+    }
+    client
+        .batch_execute(&format!("ANALYZE {schema}.events"))
+        .await?;
+
+    let sql = format!(
+        "SELECT seq_no, event FROM {schema}.events \
+         WHERE type_name = $1 AND id = $2 AND seq_no >= $3 ORDER BY type_name, id, seq_no"
+    );
+    let mut connections = Vec::with_capacity(READ_CONNECTIONS);
+    for _ in 0..READ_CONNECTIONS {
+        let connection = connect(url).await?;
+        let select = connection.prepare(&sql).await?;
+        connections.push((connection, select));
+    }
+
+    let next = AtomicU64::new(0);
+    let start = Instant::now();
+    let readers = connections.iter().map(|(connection, select)| {
+        let (next, ids) = (&next, &ids);
+        async move {
+            let mut latencies = Vec::new();
+            loop {
+                let entity = next.fetch_add(1, Ordering::Relaxed);
+                let Some(id) = ids.get(usize::try_from(entity)?) else {
+                    return Ok::<_, BoxError>(latencies);
+                };
+                let rows = connection.query(select, &[&type_name, id, &1_i64]).await?;
+                for (expected, row) in (1_i64..).zip(&rows) {
+                    let (seq_no, bytes): (i64, &[u8]) = (row.try_get(0)?, row.try_get(1)?);
+                    if seq_no != expected || bytes != event {
+                        return Err(format!("{id}: row {expected} is seq_no {seq_no}").into());
+                    }
+                }
+                if u64::try_from(rows.len())? != events {
+                    return Err(format!("{id}: {} rows, expected {events}", rows.len()).into());
+                }
+                latencies.push(micros(start.elapsed()));
+            }
+        }
+    });
+    let mut latencies: Vec<u32> = futures::future::try_join_all(readers)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+    Ok(Record::replay(
+        "postgres",
+        format!("raw read {entities}x{events}"),
+        entities,
+        entities * events,
+        start.elapsed(),
+        &mut latencies,
+    )
+    .with_note(format!(
+        "{} rows of {entities} entities, interleaved; a prepared SELECT per entity, {READ_CONNECTIONS} connections; p50/p99: each entity's last row",
+        entities * events
+    )))
 }

@@ -1,54 +1,70 @@
-//! SQLite write ceilings: event rows written with rusqlite directly, one
-//! commit per row, then one transaction per batch, into the table and indexes
-//! of the SQLite log (schema version 1), with its default durability (WAL,
-//! `synchronous = FULL`).
+//! SQLite ceilings: event rows written with rusqlite directly, one commit per
+//! row, then one transaction per batch, into the table and indexes of the
+//! SQLite log (its own schema, created by opening the log), with its default
+//! durability (WAL, `synchronous = FULL`); then the read ceiling of
+//! `recovery`: many entities' rows read back with the log's query on as many
+//! threads as the log has read connections.
 
 use crate::{
     BoxError, Scale,
     report::{Record, micros},
 };
-use rusqlite::{Connection, params};
-use std::{path::Path, time::Instant};
+use eventsourced_sqlite::{SqliteConfig, SqliteEventLog};
+use rusqlite::{Connection, OpenFlags, params};
+use std::{
+    path::Path,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Instant,
+};
+
+const INSERT: &str = "INSERT INTO events (type_name, entity_id, seq_no, position, event) VALUES (?1, ?2, ?3, ?4, ?5)";
 
 /// Runs on a blocking thread: rusqlite is synchronous.
 pub(crate) async fn ceilings(file: &Path, scale: &Scale) -> Result<Vec<Record>, BoxError> {
+    // The log creates its schema; closed again before the raw writes start.
+    drop(SqliteEventLog::open(file)?);
     let file = file.to_owned();
     let scale = scale.clone();
-    let records = tokio::task::spawn_blocking(move || measure(&file, &scale)).await??;
+    let records = tokio::task::spawn_blocking(move || {
+        let mut records = write(&file, &scale)?;
+        records.push(read(&file, &scale)?);
+        Ok::<_, BoxError>(records)
+    })
+    .await??;
     Ok(records)
 }
 
-fn measure(file: &Path, scale: &Scale) -> Result<Vec<Record>, BoxError> {
+fn write(file: &Path, scale: &Scale) -> Result<Vec<Record>, BoxError> {
     let connection = Connection::open(file)?;
-    connection.execute_batch(
-        "PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = FULL;
-         CREATE TABLE events (
-             position  INTEGER PRIMARY KEY,
-             type_name TEXT    NOT NULL,
-             entity_id TEXT    NOT NULL,
-             seq_no    INTEGER NOT NULL,
-             event     BLOB    NOT NULL
-         );
-         CREATE UNIQUE INDEX events_by_entity ON events (type_name, entity_id, seq_no);
-         CREATE INDEX events_by_type ON events (type_name);",
-    )?;
+    connection.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")?;
     let event: &[u8] = br#"{"Increased":2}"#;
     let type_name = "bench-counter";
-    let sql = "INSERT INTO events (type_name, entity_id, seq_no, event) VALUES (?1, ?2, ?3, ?4)";
+    // Positions: the warm-up far above the measured rows, which follow each
+    // other.
+    let mut position = 0_i64;
 
     // Warm-up, not timed.
     for seq_no in 1..=i64::try_from(scale.warmup())? {
-        connection.execute(sql, params![type_name, "raw-warmup", seq_no, event])?;
+        connection.execute(
+            INSERT,
+            params![
+                type_name,
+                "raw-warmup",
+                seq_no,
+                1_000_000_000 + seq_no,
+                event
+            ],
+        )?;
     }
 
     let mut latencies = Vec::new();
     let start = Instant::now();
     {
-        let mut insert = connection.prepare_cached(sql)?;
+        let mut insert = connection.prepare_cached(INSERT)?;
         for seq_no in 1..=i64::try_from(scale.raw_single)? {
+            position += 1;
             let sent = Instant::now();
-            insert.execute(params![type_name, "raw-single", seq_no, event])?;
+            insert.execute(params![type_name, "raw-single", seq_no, position, event])?;
             latencies.push(micros(sent.elapsed()));
         }
     }
@@ -70,9 +86,10 @@ fn measure(file: &Path, scale: &Scale) -> Result<Vec<Record>, BoxError> {
         let sent = Instant::now();
         let transaction = connection.transaction()?;
         {
-            let mut insert = transaction.prepare_cached(sql)?;
+            let mut insert = transaction.prepare_cached(INSERT)?;
             for seq_no in batch * rows + 1..=(batch + 1) * rows {
-                insert.execute(params![type_name, "raw-batched", seq_no, event])?;
+                position += 1;
+                insert.execute(params![type_name, "raw-batched", seq_no, position, event])?;
             }
         }
         transaction.commit()?;
@@ -87,4 +104,106 @@ fn measure(file: &Path, scale: &Scale) -> Result<Vec<Record>, BoxError> {
     )
     .with_note("rows/s; one transaction per batch; p50/p99 per commit");
     Ok(vec![single, batched])
+}
+
+/// The read ceiling of `recovery`: `entities x events` one-event rows,
+/// inserted (untimed, in one transaction) in the order concurrent appends
+/// leave them (seq_no 1 of every entity, then seq_no 2, ...), then read back
+/// with the log's query, one entity after another on each of as many threads
+/// (with a connection each) as the log's default read connections. Checks
+/// every row.
+fn read(file: &Path, scale: &Scale) -> Result<Record, BoxError> {
+    let (entities, events) = scale.raw_read;
+    let event: &[u8] = br#"{"Increased":2}"#;
+    let type_name = "bench-read";
+    let ids: Vec<String> = (0..entities).map(|e| format!("read-{e}")).collect();
+    {
+        let mut connection = Connection::open(file)?;
+        let transaction = connection.transaction()?;
+        {
+            let mut insert = transaction.prepare_cached(INSERT)?;
+            // Above every position of the write ceilings.
+            let mut position = 2_000_000_000_i64;
+            for seq_no in 1..=i64::try_from(events)? {
+                for id in &ids {
+                    position += 1;
+                    insert.execute(params![type_name, id, seq_no, position, event])?;
+                }
+            }
+        }
+        transaction.commit()?;
+    }
+
+    let threads = SqliteConfig::default().read_connections;
+    let mut connections = Vec::with_capacity(threads);
+    for _ in 0..threads {
+        let connection = Connection::open_with_flags(
+            file,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        connections.push(connection);
+    }
+    let sql = "SELECT seq_no, event FROM events \
+         WHERE type_name = ?1 AND entity_id = ?2 AND seq_no >= ?3 ORDER BY seq_no";
+    let next = AtomicU64::new(0);
+    let start = Instant::now();
+    let results: Vec<Result<Vec<u32>, String>> = std::thread::scope(|scope| {
+        let readers: Vec<_> = connections
+            .into_iter()
+            .map(|connection| {
+                let (next, ids) = (&next, &ids);
+                scope.spawn(move || {
+                    let mut latencies = Vec::new();
+                    let mut select = connection.prepare_cached(sql).map_err(|e| e.to_string())?;
+                    loop {
+                        let entity = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(id) = usize::try_from(entity).ok().and_then(|e| ids.get(e)) else {
+                            return Ok(latencies);
+                        };
+                        let mut rows = select
+                            .query(params![type_name, id, 1_i64])
+                            .map_err(|e| e.to_string())?;
+                        let mut expected = 1_i64;
+                        while let Some(row) = rows.next().map_err(|e| e.to_string())? {
+                            let seq_no: i64 = row.get(0).map_err(|e| e.to_string())?;
+                            let bytes: Vec<u8> = row.get(1).map_err(|e| e.to_string())?;
+                            if seq_no != expected || bytes != event {
+                                return Err(format!("{id}: row {expected} is seq_no {seq_no}"));
+                            }
+                            expected += 1;
+                        }
+                        if u64::try_from(expected - 1).ok() != Some(events) {
+                            return Err(format!("{id}: {} rows, expected {events}", expected - 1));
+                        }
+                        latencies.push(micros(start.elapsed()));
+                    }
+                })
+            })
+            .collect();
+        readers
+            .into_iter()
+            .map(|reader| {
+                reader
+                    .join()
+                    .unwrap_or_else(|_| Err("a reader panicked".to_owned()))
+            })
+            .collect()
+    });
+    let elapsed = start.elapsed();
+    let mut latencies = Vec::new();
+    for result in results {
+        latencies.extend(result?);
+    }
+    Ok(Record::replay(
+        "sqlite",
+        format!("raw read {entities}x{events}"),
+        entities,
+        entities * events,
+        elapsed,
+        &mut latencies,
+    )
+    .with_note(format!(
+        "{} rows of {entities} entities, interleaved; the log's SELECT per entity, {threads} threads with a connection each; p50/p99: each entity's last row",
+        entities * events
+    )))
 }
