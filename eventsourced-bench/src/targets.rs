@@ -20,6 +20,15 @@ const RAW_READ: [(&str, &str); 3] = [
     ("sqlite", "raw read 100x200"),
 ];
 
+/// The raw ceiling of many entities' writes that `seq 100x200` is held
+/// against, per backend: one row (or message) per entity per commit
+/// (PostgreSQL, SQLite); pipelined publishes over 100 subjects (NATS).
+const RAW_MANY: [(&str, &str); 3] = [
+    ("postgres", "raw insert 100-entity"),
+    ("nats", "raw publish pipelined"),
+    ("sqlite", "raw commit 100-entity tx"),
+];
+
 /// Minimum commands/s of `seq 100x200`.
 const SEQ_100: [(&str, f64); 3] = [
     ("postgres", 110_000.0),
@@ -94,6 +103,14 @@ pub(crate) fn check(records: &[Record], scale: &Scale) -> String {
                 "{} {backend}: seq 100x200 {rate:.0}/s (target >= {min:.0}/s)",
                 verdict(rate >= *min)
             ));
+            if let Some((_, raw_name)) = RAW_MANY.iter().find(|(b, _)| *b == backend)
+                && let Some(raw) = find(records, backend, raw_name).and_then(|r| r.commands_per_s)
+            {
+                lines.push(format!(
+                    "info   {backend}: seq 100x200 runs at {:.0}% of {raw_name} {raw:.0} rows/s",
+                    rate / raw * 100.0
+                ));
+            }
         }
         if let Some((_, min)) = HOT.iter().find(|(b, _)| *b == backend)
             && let Some(rate) =

@@ -56,10 +56,12 @@ pub(crate) async fn ceilings(url: &str, scale: &Scale) -> Result<Vec<Record>, Bo
         let url = url.to_owned();
         tokio::spawn(async move {
             let result = match measure(&client, &schema, &scale).await {
-                Ok(mut records) => read(&url, &client, &schema, &scale).await.map(|read| {
-                    records.push(read);
-                    records
-                }),
+                Ok(mut records) => interleaved(&url, &client, &schema, &scale)
+                    .await
+                    .map(|more| {
+                        records.extend(more);
+                        records
+                    }),
                 Err(error) => Err(error),
             };
             (client, result)
@@ -168,12 +170,18 @@ async fn measure(client: &Client, schema: &str, scale: &Scale) -> Result<Vec<Rec
 /// Connections of the read ceiling: the PostgreSQL log's default pool size.
 const READ_CONNECTIONS: usize = 8;
 
-/// The read ceiling of `recovery`: `entities x events` one-event rows,
-/// inserted (untimed) one row per entity per statement, so that entities'
-/// rows interleave in the heap as concurrent appends leave them; then read
-/// back with the log's query, one prepared SELECT per entity, on
-/// [`READ_CONNECTIONS`] connections at once. Checks every row.
-async fn read(url: &str, client: &Client, schema: &str, scale: &Scale) -> Result<Record, BoxError> {
+/// The ceilings of many entities: `entities x events` one-event rows, written
+/// one row per entity per statement (`seq 100x200`'s group commits at best:
+/// each entity has one command in flight), which interleaves the entities'
+/// rows in the heap as concurrent appends do; then read back with the log's
+/// query, one prepared SELECT per entity, on [`READ_CONNECTIONS`] connections
+/// at once (the ceiling of `recovery 100x200`). Checks every row.
+async fn interleaved(
+    url: &str,
+    client: &Client,
+    schema: &str,
+    scale: &Scale,
+) -> Result<Vec<Record>, BoxError> {
     let (entities, events) = scale.raw_read;
     let event: &[u8] = br#"{"Increased":2}"#;
     let type_name = "bench-read";
@@ -188,14 +196,28 @@ async fn read(url: &str, client: &Client, schema: &str, scale: &Scale) -> Result
     let mut position = 2_000_000_000_i64;
     let types = vec![type_name; ids.len()];
     let bytes = vec![event; ids.len()];
+    let mut latencies = Vec::new();
+    let start = Instant::now();
     for seq_no in 1..=i64::try_from(events)? {
         let positions: Vec<i64> = (position + 1..).take(ids.len()).collect();
         position += i64::try_from(ids.len())?;
         let seq_nos = vec![seq_no; ids.len()];
+        let sent = Instant::now();
         client
             .execute(&insert, &[&positions, &types, &ids, &seq_nos, &bytes])
             .await?;
+        latencies.push(micros(sent.elapsed()));
     }
+    let written = Record::throughput(
+        "postgres",
+        format!("raw insert {entities}-entity"),
+        entities * events,
+        start.elapsed(),
+        &mut latencies,
+    )
+    .with_note(format!(
+        "rows/s; one prepared INSERT of {entities} rows from arrays, one row per entity; p50/p99 per statement"
+    ));
     client
         .batch_execute(&format!("ANALYZE {schema}.events"))
         .await?;
@@ -241,7 +263,7 @@ async fn read(url: &str, client: &Client, schema: &str, scale: &Scale) -> Result
         .into_iter()
         .flatten()
         .collect();
-    Ok(Record::replay(
+    let read = Record::replay(
         "postgres",
         format!("raw read {entities}x{events}"),
         entities,
@@ -252,5 +274,6 @@ async fn read(url: &str, client: &Client, schema: &str, scale: &Scale) -> Result
     .with_note(format!(
         "{} rows of {entities} entities, interleaved; a prepared SELECT per entity, {READ_CONNECTIONS} connections; p50/p99: each entity's last row",
         entities * events
-    )))
+    ));
+    Ok(vec![written, read])
 }

@@ -27,7 +27,7 @@ pub(crate) async fn ceilings(file: &Path, scale: &Scale) -> Result<Vec<Record>, 
     let scale = scale.clone();
     let records = tokio::task::spawn_blocking(move || {
         let mut records = write(&file, &scale)?;
-        records.push(read(&file, &scale)?);
+        records.extend(interleaved(&file, &scale)?);
         Ok::<_, BoxError>(records)
     })
     .await??;
@@ -106,33 +106,48 @@ fn write(file: &Path, scale: &Scale) -> Result<Vec<Record>, BoxError> {
     Ok(vec![single, batched])
 }
 
-/// The read ceiling of `recovery`: `entities x events` one-event rows,
-/// inserted (untimed, in one transaction) in the order concurrent appends
-/// leave them (seq_no 1 of every entity, then seq_no 2, ...), then read back
-/// with the log's query, one entity after another on each of as many threads
-/// (with a connection each) as the log's default read connections. Checks
+/// The ceilings of many entities: `entities x events` one-event rows, written
+/// one row per entity per transaction (`seq 100x200`'s group commits at
+/// best: each entity has one command in flight), in the order concurrent
+/// appends leave them; then read back with the log's query, one entity after
+/// another on each of as many threads (with a connection each) as the log's
+/// default read connections (the ceiling of `recovery 100x200`). Checks
 /// every row.
-fn read(file: &Path, scale: &Scale) -> Result<Record, BoxError> {
+fn interleaved(file: &Path, scale: &Scale) -> Result<Vec<Record>, BoxError> {
     let (entities, events) = scale.raw_read;
     let event: &[u8] = br#"{"Increased":2}"#;
     let type_name = "bench-read";
     let ids: Vec<String> = (0..entities).map(|e| format!("read-{e}")).collect();
-    {
-        let mut connection = Connection::open(file)?;
+    let mut connection = Connection::open(file)?;
+    connection.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")?;
+    // Above every position of the write ceilings.
+    let mut position = 2_000_000_000_i64;
+    let mut latencies = Vec::new();
+    let start = Instant::now();
+    for seq_no in 1..=i64::try_from(events)? {
+        let sent = Instant::now();
         let transaction = connection.transaction()?;
         {
             let mut insert = transaction.prepare_cached(INSERT)?;
-            // Above every position of the write ceilings.
-            let mut position = 2_000_000_000_i64;
-            for seq_no in 1..=i64::try_from(events)? {
-                for id in &ids {
-                    position += 1;
-                    insert.execute(params![type_name, id, seq_no, position, event])?;
-                }
+            for id in &ids {
+                position += 1;
+                insert.execute(params![type_name, id, seq_no, position, event])?;
             }
         }
         transaction.commit()?;
+        latencies.push(micros(sent.elapsed()));
     }
+    let written = Record::throughput(
+        "sqlite",
+        format!("raw commit {entities}-entity tx"),
+        entities * events,
+        start.elapsed(),
+        &mut latencies,
+    )
+    .with_note(format!(
+        "rows/s; one transaction of {entities} rows, one row per entity; p50/p99 per commit"
+    ));
+    drop(connection);
 
     let threads = SqliteConfig::default().read_connections;
     let mut connections = Vec::with_capacity(threads);
@@ -194,7 +209,7 @@ fn read(file: &Path, scale: &Scale) -> Result<Record, BoxError> {
     for result in results {
         latencies.extend(result?);
     }
-    Ok(Record::replay(
+    let read = Record::replay(
         "sqlite",
         format!("raw read {entities}x{events}"),
         entities,
@@ -205,5 +220,6 @@ fn read(file: &Path, scale: &Scale) -> Result<Record, BoxError> {
     .with_note(format!(
         "{} rows of {entities} entities, interleaved; the log's SELECT per entity, {threads} threads with a connection each; p50/p99: each entity's last row",
         entities * events
-    )))
+    ));
+    Ok(vec![written, read])
 }
