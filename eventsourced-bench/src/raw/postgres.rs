@@ -116,6 +116,44 @@ async fn measure(client: &Client, schema: &str, scale: &Scale) -> Result<Vec<Rec
     )
     .with_note("prepared INSERT per row, autocommit, 1 connection; p50/p99 per statement");
 
+    // Single-row again, with positions that become visible in commit order
+    // as the PostgreSQL log's appends take them: a transaction-scoped
+    // advisory lock, then the next value of a one-row position table.
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.positions (only_row BOOLEAN PRIMARY KEY, last BIGINT NOT NULL);
+             INSERT INTO {schema}.positions VALUES (true, 3000000000);"
+        ))
+        .await?;
+    let ordered = client
+        .prepare(&format!(
+            "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock(7300001)),
+             base AS (UPDATE {schema}.positions SET last = last + 1 FROM lock RETURNING last)
+             INSERT INTO {schema}.events (position, type_name, id, seq_no, event)
+             SELECT base.last, $1, $2, $3, $4 FROM base"
+        ))
+        .await?;
+    let id = "raw-ordered";
+    let mut latencies = Vec::new();
+    let start = Instant::now();
+    for seq_no in 1..=i64::try_from(scale.raw_single)? {
+        let sent = Instant::now();
+        client
+            .execute(&ordered, &[&type_name, &id, &seq_no, &event])
+            .await?;
+        latencies.push(micros(sent.elapsed()));
+    }
+    let single_ordered = Record::throughput(
+        "postgres",
+        "raw insert 1-row ordered",
+        scale.raw_single,
+        start.elapsed(),
+        &mut latencies,
+    )
+    .with_note(
+        "as raw insert 1-row, in the statement the log uses for commit-ordered positions (advisory lock, position row); p50/p99 per statement",
+    );
+
     // Multi-row INSERTs of raw_batch_size rows.
     let rows = usize::try_from(scale.raw_batch_size)?;
     let offset = scale.raw_single;
@@ -164,7 +202,7 @@ async fn measure(client: &Client, schema: &str, scale: &Scale) -> Result<Vec<Rec
         &mut latencies,
     )
     .with_note("rows/s; one prepared multi-row INSERT per batch; p50/p99 per statement");
-    Ok(vec![single, batched])
+    Ok(vec![single, single_ordered, batched])
 }
 
 /// Connections of the read ceiling: the PostgreSQL log's default pool size.

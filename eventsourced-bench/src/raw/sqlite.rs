@@ -16,6 +16,7 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
     time::Instant,
 };
+use tokio::sync::oneshot;
 
 const INSERT: &str = "INSERT INTO events (type_name, entity_id, seq_no, position, event) VALUES (?1, ?2, ?3, ?4, ?5)";
 
@@ -25,12 +26,12 @@ pub(crate) async fn ceilings(file: &Path, scale: &Scale) -> Result<Vec<Record>, 
     drop(SqliteEventLog::open(file)?);
     let file = file.to_owned();
     let scale = scale.clone();
-    let records = tokio::task::spawn_blocking(move || {
-        let mut records = write(&file, &scale)?;
-        records.extend(interleaved(&file, &scale)?);
-        Ok::<_, BoxError>(records)
-    })
-    .await??;
+    let mut records = {
+        let (file, scale) = (file.clone(), scale.clone());
+        tokio::task::spawn_blocking(move || write(&file, &scale)).await??
+    };
+    records.push(through_a_thread(&file, &scale).await?);
+    records.extend(tokio::task::spawn_blocking(move || interleaved(&file, &scale)).await??);
     Ok(records)
 }
 
@@ -104,6 +105,59 @@ fn write(file: &Path, scale: &Scale) -> Result<Vec<Record>, BoxError> {
     )
     .with_note("rows/s; one transaction per batch; p50/p99 per commit");
     Ok(vec![single, batched])
+}
+
+/// Single-row commits as an async caller gets them from a blocking SQLite
+/// connection: the connection on a thread of its own, each insert sent to it
+/// from a tokio task and answered through a oneshot channel. What the
+/// SQLite log's sequential appends pay beyond `raw commit 1-row` for being
+/// async, before any SQL of their own.
+async fn through_a_thread(file: &Path, scale: &Scale) -> Result<Record, BoxError> {
+    type Insert = (i64, oneshot::Sender<rusqlite::Result<usize>>);
+    let (requests, inbox) = std::sync::mpsc::channel::<Insert>();
+    let file = file.to_owned();
+    let thread = std::thread::spawn(move || -> rusqlite::Result<()> {
+        let connection = Connection::open(&file)?;
+        connection.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")?;
+        let mut insert = connection.prepare_cached(INSERT)?;
+        let event: &[u8] = br#"{"Increased":2}"#;
+        while let Ok((seq_no, reply)) = inbox.recv() {
+            // Above every other position of the raw workload.
+            let position = 3_000_000_000 + seq_no;
+            let _ = reply.send(insert.execute(params![
+                "bench-counter",
+                "raw-thread",
+                seq_no,
+                position,
+                event
+            ]));
+        }
+        Ok(())
+    });
+    let mut latencies = Vec::new();
+    let start = Instant::now();
+    for seq_no in 1..=i64::try_from(scale.raw_single)? {
+        let sent = Instant::now();
+        let (reply, replied) = oneshot::channel();
+        requests
+            .send((seq_no, reply))
+            .map_err(|_| "the SQLite thread ended")?;
+        replied.await.map_err(|_| "the SQLite thread ended")??;
+        latencies.push(micros(sent.elapsed()));
+    }
+    let elapsed = start.elapsed();
+    drop(requests);
+    thread.join().map_err(|_| "the SQLite thread panicked")??;
+    Ok(Record::throughput(
+        "sqlite",
+        "raw commit 1-row via a thread",
+        scale.raw_single,
+        elapsed,
+        &mut latencies,
+    )
+    .with_note(
+        "as raw commit 1-row, on a thread of its own, each INSERT sent from a tokio task and answered through a oneshot; p50/p99 per commit",
+    ))
 }
 
 /// The ceilings of many entities: `entities x events` one-event rows, written
