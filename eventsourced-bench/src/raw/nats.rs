@@ -127,40 +127,20 @@ async fn measure(
     let subjects: Vec<String> = (0..SUBJECTS)
         .map(|s| format!("{name}.pipelined.{s}"))
         .collect();
-    let mut pending = FuturesOrdered::new();
-    let mut latencies = Vec::new();
-    let start = Instant::now();
     // One connection keeps the order, so message k gets stream sequence
     // first + k, and the previous one on its subject is k - SUBJECTS.
     let first = last_subject_seq + 1;
-    for k in 0..scale.raw_batched {
-        if pending.len() >= IN_FLIGHT
-            && let Some(acked) = pending.next().await
-        {
-            latencies.push(acked?);
-        }
-        let sent = Instant::now();
-        let subject = &subjects[usize::try_from(k % SUBJECTS)?];
+    let messages = (0..scale.raw_batched).map(|k| {
+        let subject = subjects[usize::try_from(k % SUBJECTS).unwrap_or(0)].clone();
         let expected = if k < SUBJECTS {
             0
         } else {
             first + k - SUBJECTS
         };
-        let ack = context
-            .publish_with_headers(
-                subject.clone(),
-                headers(k / SUBJECTS + 1, expected),
-                event.clone(),
-            )
-            .await?;
-        pending.push_back(async move {
-            ack.await?;
-            Ok::<_, BoxError>(micros(sent.elapsed()))
-        });
-    }
-    while let Some(acked) = pending.next().await {
-        latencies.push(acked?);
-    }
+        (subject, headers(k / SUBJECTS + 1, expected))
+    });
+    let start = Instant::now();
+    let mut latencies = publish_pipelined(context, messages, &event).await?;
     let pipelined = Record::throughput(
         "nats",
         "raw publish pipelined",
@@ -193,23 +173,10 @@ async fn read(
     let name = &stream.cached_info().config.name;
     let event = Bytes::from_static(br#"{"Increased":2}"#);
     let subject = |entity: u64| format!("{name}.read.{entity}");
-    let mut pending = FuturesOrdered::new();
-    for seq_no in 1..=events {
-        for entity in 0..entities {
-            if pending.len() >= IN_FLIGHT
-                && let Some(acked) = pending.next().await
-            {
-                acked?;
-            }
-            let ack = context
-                .publish_with_headers(subject(entity), stored_headers(seq_no), event.clone())
-                .await?;
-            pending.push_back(ack.into_future());
-        }
-    }
-    while let Some(acked) = pending.next().await {
-        acked?;
-    }
+    let messages = (1..=events).flat_map(|seq_no| {
+        (0..entities).map(move |entity| (subject(entity), stored_headers(seq_no)))
+    });
+    publish_pipelined(context, messages, &event).await?;
     let total = entities * events;
     let shape = format!("{entities}x{events}");
 
@@ -281,4 +248,34 @@ async fn read_subject(
         }
     }
     Ok(count)
+}
+
+/// Publishes `messages` (subject, headers) with `event` as payload, at most
+/// [`IN_FLIGHT`] awaiting their ack; returns each publish's time to its ack.
+async fn publish_pipelined(
+    context: &jetstream::Context,
+    messages: impl Iterator<Item = (String, HeaderMap)>,
+    event: &Bytes,
+) -> Result<Vec<u32>, BoxError> {
+    let mut pending = FuturesOrdered::new();
+    let mut latencies = Vec::new();
+    for (subject, headers) in messages {
+        if pending.len() >= IN_FLIGHT
+            && let Some(acked) = pending.next().await
+        {
+            latencies.push(acked?);
+        }
+        let sent = Instant::now();
+        let ack = context
+            .publish_with_headers(subject, headers, event.clone())
+            .await?;
+        pending.push_back(async move {
+            ack.await?;
+            Ok::<_, BoxError>(micros(sent.elapsed()))
+        });
+    }
+    while let Some(acked) = pending.next().await {
+        latencies.push(acked?);
+    }
+    Ok(latencies)
 }
