@@ -44,6 +44,16 @@ const SEQ_100: [(&str, f64); 3] = [
     ("sqlite", 100_000.0),
 ];
 
+/// The raw batched ceiling that `hot` is held against: one entity's events,
+/// 100 rows per commit (hot's commits hold at most 64, one per sender, and a
+/// commit of fewer rows writes fewer rows per second). NATS has none: hot
+/// publishes one message of up to 64 events, the raw ceiling one event per
+/// message.
+const RAW_BATCHED: [(&str, &str); 2] = [
+    ("postgres", "raw insert 100-row"),
+    ("sqlite", "raw commit 100-row tx"),
+];
+
 /// Minimum commands/s of `hot`.
 const HOT: [(&str, f64); 4] = [
     ("postgres", 60_000.0),
@@ -132,6 +142,14 @@ pub(crate) fn check(records: &[Record], scale: &Scale) -> String {
                 "{} {backend}: hot {rate:.0}/s (target >= {min:.0}/s)",
                 verdict(rate >= *min)
             ));
+            if let Some((_, raw_name)) = RAW_BATCHED.iter().find(|(b, _)| *b == backend)
+                && let Some(raw) = find(records, backend, raw_name).and_then(|r| r.commands_per_s)
+            {
+                lines.push(format!(
+                    "info   {backend}: hot runs at {:.0}% of {raw_name} {raw:.0} rows/s",
+                    rate / raw * 100.0
+                ));
+            }
         }
         for workload in ["recovery 100x200", "recovery 100x200 snap/64"] {
             if let Some(ms) = find(records, backend, workload).and_then(|r| r.recovery_ms) {
