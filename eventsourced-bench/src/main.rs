@@ -10,7 +10,7 @@ mod workloads;
 
 use backends::{Backend, memory::Memory, unique};
 use clap::{Parser, ValueEnum};
-use report::{Record, proc_status_kib, reset_peak_rss};
+use report::{CpuTimes, Record, proc_status_kib, reset_peak_rss};
 use std::{io::Write as _, path::PathBuf, process::ExitCode};
 
 /// Any error of a run; its message says what failed.
@@ -237,11 +237,14 @@ async fn run_on<B: Backend>(backend: &B, workload: WorkloadArg, scale: &Scale, o
         })
         .await;
         reset_peak_rss();
+        let cpu = CpuTimes::read();
         match backend.raw(scale).await {
             Ok(records) => {
                 let peak = proc_status_kib("VmHWM");
+                let steal = CpuTimes::read().and_then(|now| now.steal_since(cpu));
                 for mut record in records {
                     record.peak_rss_kib = peak;
+                    record.steal_pct = steal;
                     out.emit(record);
                 }
             }
@@ -292,11 +295,14 @@ where
     };
     let place = fresh.place.clone();
     reset_peak_rss();
+    let cpu = CpuTimes::read();
     match run(fresh).await {
         Ok((fresh, records)) => {
             let peak = proc_status_kib("VmHWM");
+            let steal = CpuTimes::read().and_then(|now| now.steal_since(cpu));
             for mut record in records {
                 record.peak_rss_kib = record.peak_rss_kib.or(peak);
+                record.steal_pct = steal;
                 out.emit(record);
             }
             if let Err(error) = backend.cleanup(fresh).await {

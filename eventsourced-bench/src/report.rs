@@ -25,6 +25,10 @@ pub(crate) struct Record {
     pub(crate) peak_rss_kib: Option<u64>,
     /// RSS growth per spawned entity (`idle`).
     pub(crate) rss_bytes_per_entity: Option<f64>,
+    /// The share of the machine's CPU time that the hypervisor gave to
+    /// others while this run ran (`steal` of /proc/stat), in percent: a
+    /// virtual machine's runs are comparable only at similar steal.
+    pub(crate) steal_pct: Option<f64>,
     /// A short remark, e.g. what a raw ceiling writes.
     pub(crate) note: String,
     /// Which run of `--runs` measured it (1-based).
@@ -54,6 +58,7 @@ impl Record {
             events_per_s: None,
             peak_rss_kib: None,
             rss_bytes_per_entity: None,
+            steal_pct: None,
             note: String::new(),
             run: 1,
         }
@@ -124,6 +129,52 @@ pub(crate) fn proc_status_kib(field: &str) -> Option<u64> {
     })
 }
 
+/// Clock ticks (usually 10 ms each, summed over the CPUs) a steal share
+/// needs: shorter runs would report one tick's rounding.
+const MIN_TICKS: u64 = 50;
+
+/// The machine's CPU time counters (all CPUs, in clock ticks) of
+/// /proc/stat: stolen by the hypervisor, and in all.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CpuTimes {
+    steal: u64,
+    total: u64,
+}
+
+impl CpuTimes {
+    /// Now; `None` where /proc/stat has no such line (not Linux).
+    pub(crate) fn read() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .map(|field| field.parse().ok())
+            .collect::<Option<_>>()?;
+        // user nice system idle iowait irq softirq steal (guest time is
+        // counted in user and nice already).
+        Some(CpuTimes {
+            steal: *fields.get(7)?,
+            total: fields.iter().take(8).sum(),
+        })
+    }
+
+    /// The percentage of the CPU time since `earlier` that was stolen;
+    /// `None` for less than [`MIN_TICKS`] of CPU time, too short to say.
+    pub(crate) fn steal_since(self, earlier: Option<CpuTimes>) -> Option<f64> {
+        let earlier = earlier?;
+        let total = self
+            .total
+            .checked_sub(earlier.total)
+            .filter(|t| *t >= MIN_TICKS)?;
+        let steal = self.steal.checked_sub(earlier.steal)?;
+        // Clock ticks stay far below 2^52: the conversions are exact.
+        #[allow(clippy::cast_precision_loss)]
+        Some(steal as f64 / total as f64 * 100.0)
+    }
+}
+
 /// Resets the peak RSS (VmHWM) to the current RSS, so that the next reading
 /// is the peak of the next run only. Returns whether the kernel allowed it.
 pub(crate) fn reset_peak_rss() -> bool {
@@ -152,9 +203,10 @@ pub(crate) fn table(records: &[Record]) -> String {
         "events/s",
         "peak RSS KiB",
         "B/entity",
+        "steal %",
         "note",
     ];
-    let rows: Vec<[String; 12]> = records
+    let rows: Vec<[String; 13]> = records
         .iter()
         .map(|r| {
             [
@@ -169,6 +221,7 @@ pub(crate) fn table(records: &[Record]) -> String {
                 cell_f(r.events_per_s, 0),
                 cell_u(r.peak_rss_kib),
                 cell_f(r.rss_bytes_per_entity, 0),
+                cell_f(r.steal_pct, 0),
                 r.note.clone(),
             ]
         })
@@ -185,7 +238,7 @@ pub(crate) fn table(records: &[Record]) -> String {
         for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
             let pad = width.saturating_sub(cell.chars().count());
             // Text columns left-aligned, numbers right-aligned.
-            if i < 2 || i == 11 {
+            if i < 2 || i == 12 {
                 let _ = write!(text, "| {cell}{} ", " ".repeat(pad));
             } else {
                 let _ = write!(text, "| {}{cell} ", " ".repeat(pad));
@@ -360,5 +413,32 @@ mod tests {
     fn proc_status_has_rss() {
         assert!(proc_status_kib("VmRSS").is_some_and(|kib| kib > 0));
         assert!(proc_status_kib("VmNope").is_none());
+    }
+}
+
+#[cfg(test)]
+mod steal_tests {
+    use super::CpuTimes;
+
+    #[test]
+    fn steal_is_a_share_of_the_time_between_two_readings() {
+        let before = CpuTimes {
+            steal: 100,
+            total: 1000,
+        };
+        let after = CpuTimes {
+            steal: 125,
+            total: 1100,
+        };
+        assert_eq!(after.steal_since(Some(before)), Some(25.0));
+        // Too short a run, a missing or a later reading: nothing to say.
+        let soon = CpuTimes {
+            steal: 101,
+            total: 1010,
+        };
+        assert_eq!(soon.steal_since(Some(before)), None);
+        assert_eq!(after.steal_since(None), None);
+        assert_eq!(before.steal_since(Some(after)), None);
+        assert!(CpuTimes::read().is_some(), "/proc/stat has a cpu line");
     }
 }
