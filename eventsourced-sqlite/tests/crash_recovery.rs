@@ -164,6 +164,7 @@ fn parent() {
             !status.success(),
             "round {round}: the child must have been killed, not exit ({status})"
         );
+        drop_torn_line(&acks);
 
         let events = runtime.block_on(async {
             tokio::time::timeout(Duration::from_secs(30), verify(&db, &acks, round)).await
@@ -255,6 +256,28 @@ async fn verify(db: &Path, acks: &Path, round: usize) -> (u64, usize) {
         total += stored;
     }
     (total, checked)
+}
+
+/// Cuts a line that the killed child left half written off the end of the
+/// side file, so that the next child's lines start on a line of their own.
+fn drop_torn_line(path: &Path) {
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => panic!("read the side file: {e}"),
+    };
+    let complete = text
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |end| end + 1);
+    if complete < text.len() {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("open the side file");
+        file.set_len(u64::try_from(complete).expect("fits"))
+            .expect("cut the torn line");
+    }
 }
 
 /// `id → [(count, sum)]` from the side file; a torn last line is ignored.
