@@ -338,6 +338,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn steal_is_a_share_of_the_time_between_two_readings() {
+        let before = CpuTimes {
+            steal: 100,
+            total: 1000,
+        };
+        let after = CpuTimes {
+            steal: 125,
+            total: 1100,
+        };
+        assert_eq!(after.steal_since(Some(before)), Some(25.0));
+        // Too short a run, a missing or a later reading: nothing to say.
+        let soon = CpuTimes {
+            steal: 101,
+            total: 1010,
+        };
+        assert_eq!(soon.steal_since(Some(before)), None);
+        assert_eq!(after.steal_since(None), None);
+        assert_eq!(before.steal_since(Some(after)), None);
+        assert!(CpuTimes::read().is_some(), "/proc/stat has a cpu line");
+    }
+
+    #[test]
     fn percentiles_use_the_nearest_rank() {
         let mut values: Vec<u32> = (1..=100).rev().collect();
         assert_eq!(percentiles(&mut values), (Some(50), Some(99)));
@@ -413,32 +435,5 @@ mod tests {
     fn proc_status_has_rss() {
         assert!(proc_status_kib("VmRSS").is_some_and(|kib| kib > 0));
         assert!(proc_status_kib("VmNope").is_none());
-    }
-}
-
-#[cfg(test)]
-mod steal_tests {
-    use super::CpuTimes;
-
-    #[test]
-    fn steal_is_a_share_of_the_time_between_two_readings() {
-        let before = CpuTimes {
-            steal: 100,
-            total: 1000,
-        };
-        let after = CpuTimes {
-            steal: 125,
-            total: 1100,
-        };
-        assert_eq!(after.steal_since(Some(before)), Some(25.0));
-        // Too short a run, a missing or a later reading: nothing to say.
-        let soon = CpuTimes {
-            steal: 101,
-            total: 1010,
-        };
-        assert_eq!(soon.steal_since(Some(before)), None);
-        assert_eq!(after.steal_since(None), None);
-        assert_eq!(before.steal_since(Some(after)), None);
-        assert!(CpuTimes::read().is_some(), "/proc/stat has a cpu line");
     }
 }

@@ -98,21 +98,20 @@ pub(crate) fn check(records: &[Record], scale: &Scale) -> String {
             find(records, backend, "seq 1x2000").and_then(|r| r.commands_per_s),
             find(records, backend, "log append 1-event").and_then(|r| r.commands_per_s),
         ) {
-            let ratio_to = |ceilings: &[(&str, &str)]| {
-                ceilings
-                    .iter()
-                    .find(|(b, _)| *b == backend)
-                    .and_then(|(_, raw_name)| {
-                        let raw = find(records, backend, raw_name)?.commands_per_s?;
-                        Some(format!(", {:.0}% of {raw_name}", log / raw * 100.0))
-                    })
-                    .unwrap_or_default()
+            // "N% of <ceiling>" for each ceiling this backend has.
+            let ratios: Vec<String> = [&RAW_SEQUENTIAL[..], &RAW_SEQUENTIAL_AS_DESIGNED[..]]
+                .iter()
+                .filter_map(|ceilings| {
+                    let (_, raw_name) = ceilings.iter().find(|(b, _)| *b == backend)?;
+                    let raw = find(records, backend, raw_name)?.commands_per_s?;
+                    Some(format!("{:.0}% of {raw_name}", log / raw * 100.0))
+                })
+                .collect();
+            let raw = if ratios.is_empty() {
+                String::new()
+            } else {
+                format!(", the log's appends {}", ratios.join(", "))
             };
-            let raw = format!(
-                "{}{}",
-                ratio_to(&RAW_SEQUENTIAL).replacen(", ", ", the log's appends ", 1),
-                ratio_to(&RAW_SEQUENTIAL_AS_DESIGNED)
-            );
             lines.push(format!(
                 "info   {backend}: seq 1x2000 runs at {:.0}% of the log's own sequential appends ({log:.0}/s){raw}",
                 seq / log * 100.0
@@ -193,4 +192,63 @@ pub(crate) fn check(records: &[Record], scale: &Scale) -> String {
         let _ = writeln!(out, "  {line}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check;
+    use crate::{Scale, report::Record};
+    use std::time::Duration;
+
+    /// `commands` done in one second: `commands`/s.
+    fn rate(backend: &'static str, workload: &str, commands: u64) -> Record {
+        Record::throughput(backend, workload, commands, Duration::from_secs(1), &mut [])
+    }
+
+    fn read(backend: &'static str, workload: &str, millis: u64) -> Record {
+        Record::replay(
+            backend,
+            workload,
+            100,
+            20_000,
+            Duration::from_millis(millis),
+            &mut [],
+        )
+    }
+
+    #[test]
+    fn each_result_is_held_against_its_raw_ceiling() {
+        let records = [
+            rate("sqlite", "log append 1-event", 1600),
+            rate("sqlite", "raw commit 1-row", 3200),
+            rate("sqlite", "raw commit 1-row via a thread", 2000),
+            rate("sqlite", "seq 1x2000", 1200),
+            rate("sqlite", "raw commit 100-entity tx", 40_000),
+            rate("sqlite", "seq 100x200", 30_000),
+            rate("sqlite", "raw commit 100-row tx", 100_000),
+            rate("sqlite", "hot 64 senders", 50_000),
+            read("sqlite", "raw read 100x200", 10),
+            read("sqlite", "recovery 100x200", 25),
+        ];
+        let lines = check(&records, &Scale::new(false));
+        for expected in [
+            "MISSED sqlite: seq 1x2000 1200/s = 38% of raw commit 1-row 3200/s (target >= 90%)",
+            "info   sqlite: seq 1x2000 runs at 75% of the log's own sequential appends (1600/s), the log's appends 50% of raw commit 1-row, 80% of raw commit 1-row via a thread",
+            "info   sqlite: seq 100x200 runs at 75% of raw commit 100-entity tx 40000 rows/s",
+            "info   sqlite: hot runs at 50% of raw commit 100-row tx 100000 rows/s",
+            "met    sqlite: recovery 100x200 25.0 ms, state verified (target <= 30 ms)",
+            "info   sqlite: recovery 100x200 takes 2.5x the raw read 100x200 of the same events (10.0 ms)",
+        ] {
+            assert!(
+                lines.contains(expected),
+                "{expected:?} missing in:\n{lines}"
+            );
+        }
+    }
+
+    #[test]
+    fn quick_runs_are_not_judged() {
+        let records = [rate("memory", "hot 64 senders", 10)];
+        assert!(check(&records, &Scale::new(true)).contains("not checked with --quick"));
+    }
 }
