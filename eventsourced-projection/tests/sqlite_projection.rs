@@ -93,8 +93,11 @@ async fn the_lease_row_passes_on_stop_and_after_its_holder_died() {
     let store = SqliteOffsetStore::open(&path).await.expect("open");
     sq::create_totals(&store).await;
     let log = MemoryEventLog::default();
+    // A ttl generous enough that a renewal (a write with fsync, every ttl / 3)
+    // finishes in time on a loaded CI machine.
+    let ttl = Duration::from_millis(1500);
     let lease = SqliteLease::new(&path)
-        .ttl(Duration::from_millis(300))
+        .ttl(ttl)
         .retry_interval(Duration::from_millis(20));
 
     // A dead holder left its row behind: the projection waits for its expiry.
@@ -151,7 +154,7 @@ async fn the_lease_row_passes_on_stop_and_after_its_holder_died() {
         .await
         .expect("second waits");
     // Longer than the ttl: the holder renews, the second keeps waiting.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(ttl + Duration::from_millis(500)).await;
     assert_eq!(p2.state().await.phase, Phase::WaitingForLease);
     append(&log, "counter", "a", &[2]).await;
     p1.wait_for(|s| s.offset == Some(Position::new(2)), WAIT)
@@ -302,4 +305,48 @@ async fn over_the_sqlite_event_log_with_offsets_in_its_file() {
     drop((p, log));
     let log = SqliteEventLog::open(&path).expect("reopen the log");
     append(&log, "counter", "a", &[4]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_cannot_renew_gives_the_lease_up_before_its_row_expires() {
+    use eventsourced_projection::sqlite::rusqlite::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stuck.db");
+    let ttl = Duration::from_millis(1500);
+    let lease = SqliteLease::new(&path)
+        .ttl(ttl)
+        .retry_interval(Duration::from_millis(10));
+    let mut guard = lease.acquire("stuck").await.unwrap();
+    let acquired = std::time::Instant::now();
+
+    // Another connection holds the file's write lock: every renewal waits in
+    // its busy timeout (10 s), far past the ttl.
+    let blocker = Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let reason = tokio::time::timeout(WAIT, guard.lost())
+        .await
+        .expect("the stuck holder reports the lease lost");
+    let lost_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    assert!(
+        acquired.elapsed() < ttl,
+        "gave up {:?} after taking the lease, ttl {ttl:?}",
+        acquired.elapsed()
+    );
+    let expires_at: i64 = blocker
+        .query_row(
+            "SELECT expires_at FROM projection_leases WHERE name = 'stuck'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(
+        lost_at_ms <= u128::try_from(expires_at).unwrap(),
+        "the holder still counted itself the owner {} ms after its row expired",
+        lost_at_ms - u128::try_from(expires_at).unwrap()
+    );
+    assert!(reason.contains("within its ttl"), "{reason}");
+    blocker.execute_batch("COMMIT").unwrap();
 }

@@ -20,8 +20,10 @@ use tracing::debug;
 /// The holder renews the row every `ttl / 3`; a waiting instance retries every
 /// `retry_interval` and takes the row once it has expired. When the holder
 /// stops, it deletes the row (a waiting instance takes over at its next try);
-/// when it dies, the row expires after at most `ttl`. A holder that cannot
-/// renew before its expiry counts the lease as lost and stops handling.
+/// when it dies, the row expires after at most `ttl`. A holder none of whose
+/// renewals succeeded for four fifths of the ttl (a stuck disk, a writer
+/// holding the file's lock) counts the lease as lost and stops handling,
+/// before its row expires and another instance may take it.
 /// Expiry uses the system clock: all instances must run on one machine (or on
 /// synchronised clocks), which is what a SQLite file implies.
 #[derive(Debug, Clone)]
@@ -78,8 +80,9 @@ impl SqliteLease {
         let conn = Arc::new(Mutex::new(conn));
         let owner = new_owner();
         let ttl_ms = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
-        loop {
+        let taken_at = loop {
             let (c, n, o) = (conn.clone(), name.to_owned(), owner.clone());
+            let attempted_at = Instant::now();
             let taken = tokio::task::spawn_blocking(move || {
                 let now = now_ms();
                 lock(&c).execute(
@@ -93,44 +96,20 @@ impl SqliteLease {
             .map_err(|e| lease_err(e.to_string()))?
             .map_err(|e| lease_err(format!("cannot take the lease row: {e}")))?;
             if taken == 1 {
-                break;
+                break attempted_at;
             }
             tokio::time::sleep(self.retry_interval).await;
-        }
+        };
         debug!(projection = name, owner, "sqlite lease taken");
         let (lost_tx, mut lost_rx) = mpsc::channel::<String>(1);
-        let renew = {
-            let (conn, name, owner, ttl) = (conn.clone(), name.to_owned(), owner.clone(), self.ttl);
-            tokio::spawn(async move {
-                let mut valid_until = Instant::now() + ttl;
-                loop {
-                    tokio::time::sleep(ttl / 3).await;
-                    let (c, n, o) = (conn.clone(), name.clone(), owner.clone());
-                    let started = Instant::now();
-                    let renewed = tokio::task::spawn_blocking(move || {
-                        lock(&c).execute(
-                            "UPDATE projection_leases SET expires_at = ?3 WHERE name = ?1 AND owner = ?2",
-                            params![n, o, now_ms().saturating_add(ttl_ms)],
-                        )
-                    })
-                    .await;
-                    let reason = match renewed {
-                        Ok(Ok(1)) => {
-                            valid_until = started + ttl;
-                            continue;
-                        }
-                        Ok(Ok(_)) => "another instance took the expired lease".to_owned(),
-                        Ok(Err(e)) if Instant::now() >= valid_until => {
-                            format!("cannot renew the lease: {e}")
-                        }
-                        Ok(Err(_)) => continue,
-                        Err(e) => format!("cannot renew the lease: {e}"),
-                    };
-                    let _ = lost_tx.send(reason).await;
-                    return;
-                }
-            })
-        };
+        let renew = tokio::spawn(renew(
+            conn.clone(),
+            name.to_owned(),
+            owner.clone(),
+            self.ttl,
+            taken_at,
+            lost_tx,
+        ));
         let hold = Hold {
             renew,
             conn,
@@ -145,6 +124,61 @@ impl SqliteLease {
         };
         Ok(LeaseGuard::new(hold, lost))
     }
+}
+
+/// Renews the row every `ttl / 3` until the guard drops, and reports the
+/// lease lost when a renewal finds another owner, or when none has succeeded
+/// within four fifths of `ttl` from the last successful one's start. That
+/// deadline runs on this process's clock, whatever a write costs: the row's
+/// expiry is computed no earlier than the attempt started, so the holder gives
+/// the lease up a fifth of the ttl before a waiting instance can take the row.
+async fn renew(
+    conn: Arc<Mutex<Connection>>,
+    name: String,
+    owner: String,
+    ttl: Duration,
+    taken_at: Instant,
+    lost: mpsc::Sender<String>,
+) {
+    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    let held_for = ttl - ttl / 5;
+    let mut valid_until = taken_at + held_for;
+    let mut last_error = None;
+    let reason = loop {
+        let attempt = async {
+            tokio::time::sleep(ttl / 3).await;
+            let (c, n, o) = (conn.clone(), name.clone(), owner.clone());
+            let started = Instant::now();
+            let renewed = tokio::task::spawn_blocking(move || {
+                lock(&c).execute(
+                    "UPDATE projection_leases SET expires_at = ?3 WHERE name = ?1 AND owner = ?2",
+                    params![n, o, now_ms().saturating_add(ttl_ms)],
+                )
+            })
+            .await;
+            (started, renewed)
+        };
+        let (started, renewed) = tokio::select! {
+            biased;
+            () = tokio::time::sleep_until(valid_until.into()) => {
+                break match last_error.take() {
+                    Some(e) => format!("cannot renew the lease within its ttl of {ttl:?}: {e}"),
+                    None => format!("no renewal of the lease finished within its ttl of {ttl:?}"),
+                };
+            }
+            attempt = attempt => attempt,
+        };
+        match renewed {
+            Ok(Ok(1)) => {
+                valid_until = started + held_for;
+                last_error = None;
+            }
+            Ok(Ok(_)) => break "another instance took the expired lease".to_owned(),
+            Ok(Err(e)) => last_error = Some(e),
+            Err(e) => break format!("cannot renew the lease: {e}"),
+        }
+    };
+    let _ = lost.send(reason).await;
 }
 
 fn now_ms() -> i64 {
