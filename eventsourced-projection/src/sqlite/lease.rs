@@ -162,8 +162,8 @@ async fn renew(
             biased;
             () = tokio::time::sleep_until(valid_until.into()) => {
                 break match last_error.take() {
-                    Some(e) => format!("cannot renew the lease within its ttl of {ttl:?}: {e}"),
-                    None => format!("no renewal of the lease finished within its ttl of {ttl:?}"),
+                    Some(e) => format!("cannot renew the lease within {held_for:?} (4/5 of its ttl): {e}"),
+                    None => format!("no renewal of the lease finished within {held_for:?} (4/5 of its ttl)"),
                 };
             }
             attempt = attempt => attempt,
