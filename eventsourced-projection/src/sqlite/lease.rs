@@ -79,7 +79,7 @@ impl SqliteLease {
         .map_err(|e| lease_err(e.to_string()))??;
         let conn = Arc::new(Mutex::new(conn));
         let owner = new_owner();
-        let ttl_ms = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
+        let ttl_ms = millis(self.ttl);
         let taken_at = loop {
             let (c, n, o) = (conn.clone(), name.to_owned(), owner.clone());
             let attempted_at = Instant::now();
@@ -140,7 +140,7 @@ async fn renew(
     taken_at: Instant,
     lost: mpsc::Sender<String>,
 ) {
-    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    let ttl_ms = millis(ttl);
     let held_for = ttl - ttl / 5;
     let mut valid_until = taken_at + held_for;
     let mut last_error = None;
@@ -181,11 +181,15 @@ async fn renew(
     let _ = lost.send(reason).await;
 }
 
+/// `d` in whole milliseconds, saturating.
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+        .map_or(0, millis)
 }
 
 fn new_owner() -> String {
