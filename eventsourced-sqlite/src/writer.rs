@@ -172,6 +172,7 @@ pub(crate) fn run(
     location: Location,
 ) {
     let mut batch = Vec::with_capacity(max_batch.min(4096));
+    let mut next = Vec::with_capacity(max_batch.min(4096));
     let mut outcomes = Vec::with_capacity(max_batch.min(4096));
     // Callers that were just answered usually send again at once. So the
     // writer estimates how many callers are active (those it answered last
@@ -209,6 +210,12 @@ pub(crate) fn run(
         let committed = commit(&conn, &batch, &mut outcomes, &location, &mut seq_nos);
         drop(conn);
         last_commit = started.elapsed();
+        // Callers that queued during the commit are active too. Count them
+        // before replying: a caller answered now may send again before the
+        // next drain, and counting it twice would make the writer wait for
+        // a request that cannot come.
+        drain(&requests, &mut next, max_batch);
+        active = committing + next.len();
         match committed {
             Ok(last_position) => {
                 if let Some(position) = last_position {
@@ -232,9 +239,9 @@ pub(crate) fn run(
                 }
             }
         }
-        // What queued during the commit starts the next batch.
+        // What queued during the commit, and since, starts the next batch.
+        std::mem::swap(&mut batch, &mut next);
         drain(&requests, &mut batch, max_batch);
-        active = committing + batch.len();
     }
 }
 
