@@ -119,6 +119,15 @@ impl Scale {
         self.raw_single / 10
     }
 
+    /// The batch sizes of `raw`'s batched writes: `raw_batch_size`, then
+    /// `hot_senders`, the most events one commit of `hot` can hold (one
+    /// command per sender), which bounds it.
+    pub(crate) fn raw_batch_sizes(&self) -> Vec<u64> {
+        let mut sizes = vec![self.raw_batch_size, self.hot_senders];
+        sizes.dedup();
+        sizes
+    }
+
     fn new(quick: bool) -> Self {
         let d = if quick { 10 } else { 1 };
         // The small entities were written one event per append, as by `seq`;

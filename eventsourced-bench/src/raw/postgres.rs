@@ -29,7 +29,8 @@ pub(crate) async fn connect(url: &str) -> Result<Client, BoxError> {
 }
 
 /// Single-row prepared INSERTs one after another (each its own transaction),
-/// then 100-row multi-row INSERTs, into an event table of a fresh schema.
+/// then multi-row INSERTs of 100 rows and of `hot`'s 64, into an event table
+/// of a fresh schema.
 pub(crate) async fn ceilings(url: &str, scale: &Scale) -> Result<Vec<Record>, BoxError> {
     let client = connect(url).await?;
     let schema = unique("bench_raw");
@@ -154,13 +155,31 @@ async fn measure(client: &Client, schema: &str, scale: &Scale) -> Result<Vec<Rec
         "as raw insert 1-row, in the statement the log uses for commit-ordered positions (advisory lock, position row); p50/p99 per statement",
     );
 
-    // Multi-row INSERTs of raw_batch_size rows.
-    let rows = usize::try_from(scale.raw_batch_size)?;
-    let offset = scale.raw_single;
-    let values: Vec<String> = (0..rows)
+    let mut records = vec![single, single_ordered];
+    // The positions follow those of the single-row runs.
+    let mut offset = scale.raw_single;
+    for rows in scale.raw_batch_sizes() {
+        records.push(multi_row(client, schema, scale, rows, offset).await?);
+        offset += scale.raw_batched;
+    }
+    Ok(records)
+}
+
+/// Prepared multi-row INSERTs of `rows` rows of one entity,
+/// `scale.raw_batched` rows in all, at positions above `offset`.
+async fn multi_row(
+    client: &Client,
+    schema: &str,
+    scale: &Scale,
+    rows: u64,
+    offset: u64,
+) -> Result<Record, BoxError> {
+    let event: &[u8] = br#"{"Increased":2}"#;
+    let type_name = "bench-counter";
+    let id = format!("raw-batched-{rows}");
+    let values: Vec<String> = (0..usize::try_from(rows)?)
         .map(|r| {
             let p = r * 4;
-            // The position follows those of the single-row run.
             format!(
                 "(${}::BIGINT + {offset}, ${}, ${}, ${}, ${})",
                 p + 3,
@@ -177,16 +196,15 @@ async fn measure(client: &Client, schema: &str, scale: &Scale) -> Result<Vec<Rec
             values.join(", ")
         ))
         .await?;
-    let id = "raw-batched";
-    let batches = scale.raw_batched / scale.raw_batch_size;
-    let mut seq_nos: Vec<i64> = Vec::with_capacity(rows);
+    let batches = scale.raw_batched / rows;
+    let rows = i64::try_from(rows)?;
+    let mut seq_nos: Vec<i64> = Vec::new();
     let mut latencies = Vec::new();
     let start = Instant::now();
     for batch in 0..i64::try_from(batches)? {
         seq_nos.clear();
-        let first = batch * i64::try_from(rows)? + 1;
-        seq_nos.extend(first..first + i64::try_from(rows)?);
-        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(rows * 4);
+        seq_nos.extend(batch * rows + 1..=(batch + 1) * rows);
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(seq_nos.len() * 4);
         for seq_no in &seq_nos {
             params.extend_from_slice(&[&type_name, &id, seq_no, &event]);
         }
@@ -194,15 +212,14 @@ async fn measure(client: &Client, schema: &str, scale: &Scale) -> Result<Vec<Rec
         client.execute(&insert_many, &params).await?;
         latencies.push(micros(sent.elapsed()));
     }
-    let batched = Record::throughput(
+    Ok(Record::throughput(
         "postgres",
         format!("raw insert {rows}-row"),
-        batches * scale.raw_batch_size,
+        batches * u64::try_from(rows)?,
         start.elapsed(),
         &mut latencies,
     )
-    .with_note("rows/s; one prepared multi-row INSERT per batch; p50/p99 per statement");
-    Ok(vec![single, single_ordered, batched])
+    .with_note("rows/s; one prepared multi-row INSERT per batch; p50/p99 per statement"))
 }
 
 /// Connections of the read ceiling: the PostgreSQL log's default pool size.

@@ -36,7 +36,7 @@ pub(crate) async fn ceilings(file: &Path, scale: &Scale) -> Result<Vec<Record>, 
 }
 
 fn write(file: &Path, scale: &Scale) -> Result<Vec<Record>, BoxError> {
-    let connection = Connection::open(file)?;
+    let mut connection = Connection::open(file)?;
     connection.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")?;
     let event: &[u8] = br#"{"Increased":2}"#;
     let type_name = "bench-counter";
@@ -78,10 +78,26 @@ fn write(file: &Path, scale: &Scale) -> Result<Vec<Record>, BoxError> {
     )
     .with_note("INSERT per row in autocommit, WAL, synchronous=FULL; p50/p99 per commit");
 
-    let rows = i64::try_from(scale.raw_batch_size)?;
-    let batches = scale.raw_batched / scale.raw_batch_size;
+    let mut records = vec![single];
+    for rows in scale.raw_batch_sizes() {
+        records.push(batched(&mut connection, scale, rows, &mut position)?);
+    }
+    Ok(records)
+}
+
+/// One transaction per `rows` rows of one entity, `scale.raw_batched` rows in
+/// all; `position` is the last position written before.
+fn batched(
+    connection: &mut Connection,
+    scale: &Scale,
+    rows: u64,
+    position: &mut i64,
+) -> Result<Record, BoxError> {
+    let event: &[u8] = br#"{"Increased":2}"#;
+    let id = format!("raw-batched-{rows}");
+    let batches = scale.raw_batched / rows;
+    let rows = i64::try_from(rows)?;
     let mut latencies = Vec::new();
-    let mut connection = connection;
     let start = Instant::now();
     for batch in 0..i64::try_from(batches)? {
         let sent = Instant::now();
@@ -89,22 +105,21 @@ fn write(file: &Path, scale: &Scale) -> Result<Vec<Record>, BoxError> {
         {
             let mut insert = transaction.prepare_cached(INSERT)?;
             for seq_no in batch * rows + 1..=(batch + 1) * rows {
-                position += 1;
-                insert.execute(params![type_name, "raw-batched", seq_no, position, event])?;
+                *position += 1;
+                insert.execute(params!["bench-counter", id, seq_no, *position, event])?;
             }
         }
         transaction.commit()?;
         latencies.push(micros(sent.elapsed()));
     }
-    let batched = Record::throughput(
+    Ok(Record::throughput(
         "sqlite",
         format!("raw commit {rows}-row tx"),
-        batches * scale.raw_batch_size,
+        batches * u64::try_from(rows)?,
         start.elapsed(),
         &mut latencies,
     )
-    .with_note("rows/s; one transaction per batch; p50/p99 per commit");
-    Ok(vec![single, batched])
+    .with_note("rows/s; one transaction per batch; p50/p99 per commit"))
 }
 
 /// Single-row commits as an async caller gets them from a blocking SQLite
