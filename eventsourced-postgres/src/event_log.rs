@@ -30,9 +30,6 @@ pub const MAX_ID_LEN: usize = 1024;
 /// The longest entity type name (in bytes) the log accepts.
 pub const MAX_TYPE_NAME_LEN: usize = 255;
 
-/// Queued append requests before callers wait for the writer.
-const QUEUE: usize = 8192;
-
 /// SQL text built once from the validated table names.
 #[derive(Debug)]
 pub(crate) struct Sql {
@@ -103,6 +100,7 @@ impl Shared {
 struct Inner {
     shared: Arc<Shared>,
     writer: mpsc::Sender<AppendRequest>,
+    link: Arc<writer::Link>,
     last_seq_nos: Lookups<i64>,
     listener: Mutex<Option<JoinHandle<()>>>,
 }
@@ -122,6 +120,8 @@ impl Drop for Inner {
 /// - Appends of all entities are group-committed by one writer task: the
 ///   requests queued while a transaction runs are written together in the
 ///   next one (one round trip, one fsync), each with its own conflict check.
+///   An append that comes alone (no other in flight) runs on the caller's
+///   task instead, on the writer's connection, saving the hop to the writer.
 /// - Positions are assigned under a transaction-scoped advisory lock held
 ///   until COMMIT, so they become visible in position order and a live
 ///   `events_by_type` never skips an event that commits late.
@@ -185,8 +185,7 @@ impl PostgresEventLog {
         // first burst of work (a new PostgreSQL connection forks a backend).
         warm(&shared.pool, &shared.config).await?;
         warm(&writer_pool, &shared.config).await?;
-        let (writer, requests) = mpsc::channel(QUEUE);
-        tokio::spawn(writer::run(Arc::clone(&shared), writer_pool, requests));
+        let (writer, link) = writer::start(&shared, writer_pool);
         let query = Arc::new(KeyQuery {
             pool: shared.pool.clone(),
             sql: shared.tables.last_seq_nos_sql(),
@@ -211,6 +210,7 @@ impl PostgresEventLog {
             inner: Arc::new(Inner {
                 shared,
                 writer,
+                link,
                 last_seq_nos,
                 listener: Mutex::new(None),
             }),
@@ -409,11 +409,13 @@ impl EventLog for PostgresEventLog {
             reply,
         };
         let stopped = || EventLogError::backend("postgres", "append", PostgresError::Stopped);
-        self.inner
-            .writer
-            .send(request)
-            .await
-            .map_err(|_| stopped())?;
+        let writer = &self.inner.writer;
+        let (_in_flight, others) = self.inner.link.enter();
+        let busy = others > 0 || writer.capacity() < writer.max_capacity();
+        let alone = writer::append_alone(&self.inner.shared, &self.inner.link, busy, request);
+        if let Some(request) = alone.await {
+            writer.send(request).await.map_err(|_| stopped())?;
+        }
         answer.await.map_err(|_| stopped())?
     }
 
