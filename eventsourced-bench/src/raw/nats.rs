@@ -87,7 +87,7 @@ async fn measure(
     name: &str,
     scale: &Scale,
 ) -> Result<Vec<Record>, BoxError> {
-    let event = Bytes::from_static(br#"{"Increased":2}"#);
+    let event = Bytes::from_static(super::EVENT);
 
     // Warm-up, not timed: connection, stream files, server caches.
     let warmup = format!("{name}.warmup");
@@ -171,7 +171,7 @@ async fn read(
 ) -> Result<Vec<Record>, BoxError> {
     let (entities, events) = scale.raw_read;
     let name = &stream.cached_info().config.name;
-    let event = Bytes::from_static(br#"{"Increased":2}"#);
+    let event = Bytes::from_static(super::EVENT);
     let subject = |entity: u64| format!("{name}.read.{entity}");
     let messages = (1..=events).flat_map(|seq_no| {
         (0..entities).map(move |entity| (subject(entity), stored_headers(seq_no)))

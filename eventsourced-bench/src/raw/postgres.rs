@@ -76,8 +76,8 @@ pub(crate) async fn ceilings(url: &str, scale: &Scale) -> Result<Vec<Record>, Bo
 }
 
 async fn measure(client: &Client, schema: &str, scale: &Scale) -> Result<Vec<Record>, BoxError> {
-    let event: &[u8] = br#"{"Increased":2}"#;
-    let type_name = "bench-counter";
+    let event = super::EVENT;
+    let type_name = super::TYPE_NAME;
 
     // Single-row, sequential; seq_no doubles as the position.
     let insert = client
@@ -174,8 +174,8 @@ async fn multi_row(
     rows: u64,
     offset: u64,
 ) -> Result<Record, BoxError> {
-    let event: &[u8] = br#"{"Increased":2}"#;
-    let type_name = "bench-counter";
+    let event = super::EVENT;
+    let type_name = super::TYPE_NAME;
     let id = format!("raw-batched-{rows}");
     let values: Vec<String> = (0..usize::try_from(rows)?)
         .map(|r| {
@@ -238,7 +238,7 @@ async fn interleaved(
     scale: &Scale,
 ) -> Result<Vec<Record>, BoxError> {
     let (entities, events) = scale.raw_read;
-    let event: &[u8] = br#"{"Increased":2}"#;
+    let event = super::EVENT;
     let type_name = "bench-read";
     let ids: Vec<String> = (0..entities).map(|e| format!("read-{e}")).collect();
     let insert = client

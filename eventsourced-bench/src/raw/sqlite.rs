@@ -38,8 +38,8 @@ pub(crate) async fn ceilings(file: &Path, scale: &Scale) -> Result<Vec<Record>, 
 fn write(file: &Path, scale: &Scale) -> Result<Vec<Record>, BoxError> {
     let mut connection = Connection::open(file)?;
     connection.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")?;
-    let event: &[u8] = br#"{"Increased":2}"#;
-    let type_name = "bench-counter";
+    let event = super::EVENT;
+    let type_name = super::TYPE_NAME;
     // Positions: the warm-up far above the measured rows, which follow each
     // other.
     let mut position = 0_i64;
@@ -93,7 +93,7 @@ fn batched(
     rows: u64,
     position: &mut i64,
 ) -> Result<Record, BoxError> {
-    let event: &[u8] = br#"{"Increased":2}"#;
+    let event = super::EVENT;
     let id = format!("raw-batched-{rows}");
     let batches = scale.raw_batched / rows;
     let rows = i64::try_from(rows)?;
@@ -106,7 +106,7 @@ fn batched(
             let mut insert = transaction.prepare_cached(INSERT)?;
             for seq_no in batch * rows + 1..=(batch + 1) * rows {
                 *position += 1;
-                insert.execute(params!["bench-counter", id, seq_no, *position, event])?;
+                insert.execute(params![super::TYPE_NAME, id, seq_no, *position, event])?;
             }
         }
         transaction.commit()?;
@@ -135,12 +135,12 @@ async fn through_a_thread(file: &Path, scale: &Scale) -> Result<Record, BoxError
         let connection = Connection::open(&file)?;
         connection.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")?;
         let mut insert = connection.prepare_cached(INSERT)?;
-        let event: &[u8] = br#"{"Increased":2}"#;
+        let event = super::EVENT;
         while let Ok((seq_no, reply)) = inbox.recv() {
             // Above every other position of the raw workload.
             let position = 3_000_000_000 + seq_no;
             let _ = reply.send(insert.execute(params![
-                "bench-counter",
+                super::TYPE_NAME,
                 "raw-thread",
                 seq_no,
                 position,
@@ -184,7 +184,7 @@ async fn through_a_thread(file: &Path, scale: &Scale) -> Result<Record, BoxError
 /// every row.
 fn interleaved(file: &Path, scale: &Scale) -> Result<Vec<Record>, BoxError> {
     let (entities, events) = scale.raw_read;
-    let event: &[u8] = br#"{"Increased":2}"#;
+    let event = super::EVENT;
     let type_name = "bench-read";
     let ids: Vec<String> = (0..entities).map(|e| format!("read-{e}")).collect();
     let mut connection = Connection::open(file)?;
