@@ -440,7 +440,7 @@ fn transaction<'a>(
     batch: &'a [AppendRequest],
 ) -> BoxFuture<'a, Result<Vec<SeqNo>, tokio_postgres::Error>> {
     async move {
-        match fast_only(shared, client, batch).await? {
+        match fast_path(shared, client, batch).await? {
             Some(actuals) => Ok(actuals),
             None => checking_transaction(shared, client, batch).await,
         }
@@ -456,25 +456,29 @@ fn fast_only<'a>(
     client: &'a Object,
     batch: &'a [AppendRequest],
 ) -> BoxFuture<'a, Result<Option<Vec<SeqNo>>, tokio_postgres::Error>> {
-    async move {
-        let all_known = batch
-            .iter()
-            .all(|r| shared.predecessor_known(&r.type_name, &r.id, r.expected));
-        if !all_known {
-            return Ok(None);
-        }
-        match fast_transaction(shared, client, batch).await {
-            Ok(()) => Ok(Some(batch.iter().map(|r| r.expected).collect())),
-            Err(error)
-                if error.code() == Some(&SqlState::UNIQUE_VIOLATION) && !client.is_closed() =>
-            {
-                debug!(%error, "an event already exists: checking each request of the batch");
-                Ok(None)
-            }
-            Err(error) => Err(error),
-        }
+    fast_path(shared, client, batch).boxed()
+}
+
+/// [`fast_only`] unboxed, for [`transaction`] to await inside its own box.
+async fn fast_path(
+    shared: &Shared,
+    client: &Object,
+    batch: &[AppendRequest],
+) -> Result<Option<Vec<SeqNo>>, tokio_postgres::Error> {
+    let all_known = batch
+        .iter()
+        .all(|r| shared.predecessor_known(&r.type_name, &r.id, r.expected));
+    if !all_known {
+        return Ok(None);
     }
-    .boxed()
+    match fast_transaction(shared, client, batch).await {
+        Ok(()) => Ok(Some(batch.iter().map(|r| r.expected).collect())),
+        Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) && !client.is_closed() => {
+            debug!(%error, "an event already exists: the checking statement decides");
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// One statement in its own transaction: the lock and a plain insert, one
