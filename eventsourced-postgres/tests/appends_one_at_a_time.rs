@@ -10,14 +10,10 @@ use bytes::Bytes;
 use eventsourced::{EventLog, EventLogError, SeqNo};
 use futures::TryStreamExt;
 use std::time::Duration;
-use support::TestDb;
+use support::{TestDb, ev};
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn ev(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
-}
 
 async fn stored(log: &impl EventLog, t: &str, id: &str) -> Vec<(SeqNo, Bytes)> {
     timeout(WAIT, log.events_by_id(t, id, SeqNo::new(1)).try_collect())

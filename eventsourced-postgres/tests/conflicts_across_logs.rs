@@ -9,14 +9,10 @@ use bytes::Bytes;
 use eventsourced::{EventLog, EventLogError, SeqNo};
 use futures::TryStreamExt;
 use std::time::Duration;
-use support::TestDb;
+use support::{TestDb, ev};
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn ev(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_by_another_log_makes_a_stale_append_conflict() {

@@ -11,6 +11,11 @@ pub fn database_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
+/// An event whose bytes are `s`.
+pub fn ev(s: &str) -> bytes::Bytes {
+    bytes::Bytes::copy_from_slice(s.as_bytes())
+}
+
 /// A unique schema name for this test, e.g. `es_test_4f2a...`.
 pub fn unique_schema() -> String {
     format!("es_test_{:016x}", rand::random::<u64>())
