@@ -29,6 +29,9 @@ use tracing::{Span, debug, warn};
 /// senders it just answered to send again.
 const LINGER_TURNS: usize = 8;
 
+/// The largest mailbox tokio's bounded channel can hold.
+const MAX_MAILBOX_SIZE: usize = tokio::sync::Semaphore::MAX_PERMITS;
+
 /// The sending side of an entity's mailbox.
 pub(crate) type Mailbox<E> = mpsc::Sender<Box<dyn Message<E>>>;
 
@@ -84,7 +87,8 @@ pub struct EntityOptions {
     /// Save a snapshot whenever the seq_no crosses a multiple of this number;
     /// `None` never saves one.
     pub snapshot_every: Option<NonZeroU64>,
-    /// Commands that can wait in the mailbox before senders wait too.
+    /// Commands that can wait in the mailbox before senders wait too (at
+    /// least 1, at most `2^61 - 1`).
     pub mailbox_size: usize,
     /// The most commands handled in one batch (one append).
     pub max_batch: usize,
@@ -143,7 +147,8 @@ impl<E: EventSourced> EntityBuilder<E> {
         self
     }
 
-    /// How many commands can wait in the mailbox (at least 1).
+    /// How many commands can wait in the mailbox (at least 1, at most
+    /// `2^61 - 1`, tokio's limit for a bounded channel).
     pub fn mailbox_size(mut self, n: usize) -> Self {
         self.options.mailbox_size = n;
         self
@@ -218,9 +223,11 @@ impl<E: EventSourced> EntityBuilder<E> {
         } = self;
         let max_batch = NonZeroUsize::new(options.max_batch)
             .ok_or(SpawnError::InvalidOptions("max_batch must be at least 1"))?;
-        let mailbox_size = NonZeroUsize::new(options.mailbox_size).ok_or(
-            SpawnError::InvalidOptions("mailbox_size must be at least 1"),
-        )?;
+        let mailbox_size = NonZeroUsize::new(options.mailbox_size)
+            .filter(|n| n.get() <= MAX_MAILBOX_SIZE)
+            .ok_or(SpawnError::InvalidOptions(
+                "mailbox_size must be at least 1 and at most 2^61 - 1",
+            ))?;
 
         let id_string = id.to_string();
         let entity: Arc<str> = format!("{}/{}", E::TYPE_NAME, id_string).into();
@@ -455,6 +462,9 @@ where
         let _span = message.span().clone().entered();
         message.handle(&self.id, &state, events);
         if events.is_empty() {
+            // A command that emitted an empty list is answered with the state
+            // as it is (a reply or rejection is already done).
+            message.applied(&state);
             return state;
         }
         let start = encoded.len();
@@ -563,7 +573,8 @@ pub(crate) trait Message<E: EventSourced>: Send {
     /// Runs the command handler; pushes emitted events to `events`.
     fn handle(&mut self, id: &E::Id, state: &E, events: &mut Vec<E::Event>);
 
-    /// The command's events were applied; computes the reply from `state`.
+    /// The command's events, if any, were applied: a command that emitted
+    /// events computes its reply from `state`; any other is left as it is.
     fn applied(&mut self, state: &E);
 
     /// The command failed before its events reached the batch.
@@ -628,11 +639,10 @@ impl<E: EventSourced, C: Command<E>> Message<E> for CommandMessage<E, C> {
     }
 
     fn applied(&mut self, state: &E) {
-        if let Progress::Applying(make_reply) =
-            std::mem::replace(&mut self.progress, Progress::Moving)
-        {
-            self.progress = Progress::Done(Ok(Ok(make_reply(state))));
-        }
+        self.progress = match std::mem::replace(&mut self.progress, Progress::Moving) {
+            Progress::Applying(make_reply) => Progress::Done(Ok(Ok(make_reply(state)))),
+            other => other,
+        };
     }
 
     fn reject_technically(&mut self, error: HandleCommandError) {
@@ -643,7 +653,9 @@ impl<E: EventSourced, C: Command<E>> Message<E> for CommandMessage<E, C> {
         let outcome = match (append, self.progress) {
             (Err(error), _) => Err(error),
             (Ok(()), Progress::Done(outcome)) => outcome,
-            // Unreachable by construction: every handled message is Done.
+            // Unreachable by construction: `Entity::handle` leaves every
+            // message Done, whether it emitted events, none, or failed to
+            // encode them.
             (Ok(()), _) => return,
         };
         // The caller may have stopped waiting; that is not the entity's problem.

@@ -5,7 +5,7 @@ mod support;
 
 use eventsourced::{EventLog, EventSourcedExt, NoopSnapshotStore, SeqNo, SerdeJson};
 use std::collections::HashSet;
-use support::{Counter, Get, Increase, InstrumentedLog};
+use support::{Counter, Get, Increase, IncreaseAll, InstrumentedLog};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_commands_share_appends_and_get_correct_replies() {
@@ -105,4 +105,38 @@ async fn a_batch_without_events_does_not_append() {
         assert_eq!(counter.handle_command(Get).await.unwrap(), Ok(0));
     }
     assert_eq!(log.appends(), 0);
+}
+
+/// A command may emit an empty list of events: it is answered like any other
+/// command, alone or inside a batch, and the entity keeps running.
+#[tokio::test]
+async fn a_command_emitting_no_events_gets_its_reply() {
+    let log = InstrumentedLog::default();
+    let counter = Counter::default()
+        .entity()
+        .spawn(
+            "empty".to_owned(),
+            log.clone(),
+            NoopSnapshotStore,
+            SerdeJson,
+        )
+        .await
+        .unwrap();
+    assert_eq!(counter.handle_command(Increase(3)).await.unwrap(), Ok(3));
+    assert_eq!(
+        counter.handle_command(IncreaseAll(vec![])).await.unwrap(),
+        Ok(3)
+    );
+    assert_eq!(log.appends(), 1);
+
+    let (a, b, c) = tokio::join!(
+        counter.handle_command(Increase(1)),
+        counter.handle_command(IncreaseAll(vec![])),
+        counter.handle_command(Increase(1)),
+    );
+    assert_eq!(a.unwrap(), Ok(4));
+    assert_eq!(b.unwrap(), Ok(4));
+    assert_eq!(c.unwrap(), Ok(5));
+    assert!(counter.stopped().is_none());
+    assert_eq!(counter.handle_command(Get).await.unwrap(), Ok(5));
 }

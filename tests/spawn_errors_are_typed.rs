@@ -121,6 +121,19 @@ async fn invalid_options_are_refused() {
         .await
         .unwrap_err();
     assert!(error.to_string().contains("mailbox_size"), "got {error}");
+    // Beyond what tokio's bounded channel can hold: refused, not a panic.
+    let error = Counter::default()
+        .entity()
+        .mailbox_size(usize::MAX)
+        .spawn(
+            "o".to_owned(),
+            MemoryEventLog::default(),
+            NoopSnapshotStore,
+            SerdeJson,
+        )
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("mailbox_size"), "got {error}");
 }
 
 /// A log that loses event 2 of every entity on read.
