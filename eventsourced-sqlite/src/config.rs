@@ -53,7 +53,7 @@ pub struct SqliteConfig {
     pub durability: Durability,
 
     /// How long a write or read waits for a lock held by another process
-    /// using the same file before it fails (default 5 s).
+    /// using the same file before it fails (default 5 s, at most ~24.8 days).
     #[serde(default = "default_busy_timeout", with = "humantime_serde")]
     pub busy_timeout: Duration,
 
@@ -73,6 +73,12 @@ pub struct SqliteConfig {
     #[serde(default = "default_follow_poll_interval", with = "humantime_serde")]
     pub follow_poll_interval: Duration,
 }
+
+/// The longest `busy_timeout` SQLite takes: `i32::MAX` milliseconds, ~24.8 days.
+const MAX_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
+/// The most read connections: tokio's limit for the semaphore that hands them out.
+const MAX_READ_CONNECTIONS: usize = tokio::sync::Semaphore::MAX_PERMITS;
 
 fn default_busy_timeout() -> Duration {
     Duration::from_secs(5)
@@ -110,10 +116,18 @@ impl SqliteConfig {
                 "max-batch must be at least 1".to_owned(),
             ));
         }
-        if self.read_connections == 0 {
-            return Err(SqliteError::InvalidConfig(
-                "read-connections must be at least 1".to_owned(),
-            ));
+        if self.read_connections == 0 || self.read_connections > MAX_READ_CONNECTIONS {
+            return Err(SqliteError::InvalidConfig(format!(
+                "read-connections must be at least 1 and at most {MAX_READ_CONNECTIONS}, not {}",
+                self.read_connections
+            )));
+        }
+        if self.busy_timeout > MAX_BUSY_TIMEOUT {
+            return Err(SqliteError::InvalidConfig(format!(
+                "busy-timeout must be at most {} (SQLite counts it in an i32 of milliseconds), not {}",
+                humantime_serde::re::humantime::format_duration(MAX_BUSY_TIMEOUT),
+                humantime_serde::re::humantime::format_duration(self.busy_timeout)
+            )));
         }
         if self.follow_poll_interval.is_zero() {
             return Err(SqliteError::InvalidConfig(

@@ -3,7 +3,7 @@
 use crate::{
     SqliteConfig, SqliteError, SqliteSnapshotStore,
     reader::Readers,
-    schema::{self, Location},
+    schema::{self, Location, OpenedFile},
     writer::{self, Append, Request},
 };
 use bytes::Bytes;
@@ -67,6 +67,8 @@ pub(crate) struct Inner {
     pub(crate) readers: Arc<Readers>,
     /// The highest position committed by this process's writer.
     head: watch::Receiver<u64>,
+    /// The file the writer opened; `None` for `:memory:`.
+    opened: Option<OpenedFile>,
     /// Why the writer thread ended early, if it did.
     writer_failure: Arc<OnceLock<String>>,
     writer: Option<JoinHandle<()>>,
@@ -115,10 +117,13 @@ impl SqliteEventLog {
         // from starting two writers.
         let mut open = OPEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         open.retain(|(_, inner)| inner.strong_count() > 0);
+        // A file removed or replaced since it was opened is another file now:
+        // its writer refuses every commit, and this open gets a writer of its own.
         if let Some(inner) = open
             .iter()
             .find(|(open_location, _)| *open_location == location)
             .and_then(|(_, inner)| inner.upgrade())
+            .filter(|inner| inner.opened.as_ref().is_none_or(|f| f.check().is_ok()))
         {
             if inner.config == config {
                 return Ok(SqliteEventLog { inner });
@@ -130,6 +135,7 @@ impl SqliteEventLog {
             });
         }
         let inner = Arc::new(Inner::open(location.clone(), config)?);
+        open.retain(|(open_location, _)| *open_location != location);
         open.push((location, Arc::downgrade(&inner)));
         Ok(SqliteEventLog { inner })
     }
@@ -185,6 +191,7 @@ impl fmt::Debug for SqliteEventLog {
 impl Inner {
     fn open(location: Location, config: SqliteConfig) -> Result<Inner, SqliteError> {
         let conn = schema::open_writer(&location, &config)?;
+        let opened = OpenedFile::of(&location)?;
         let head = last_position(&conn).map_err(|source| {
             schema::classify(
                 "read the last position of",
@@ -197,9 +204,10 @@ impl Inner {
         let (head_sender, head) = watch::channel(head);
         let writer_failure = Arc::new(OnceLock::new());
         let writer = {
-            let (conn, writer_location, failure) = (
+            let (conn, writer_location, writer_opened, failure) = (
                 Arc::clone(&conn),
                 location.clone(),
+                opened.clone(),
                 Arc::clone(&writer_failure),
             );
             let max_batch = config.max_batch;
@@ -207,7 +215,14 @@ impl Inner {
                 .name("eventsourced-sqlite-writer".to_owned())
                 .spawn(move || {
                     let run = std::panic::AssertUnwindSafe(|| {
-                        writer::run(conn, receiver, head_sender, max_batch, writer_location)
+                        writer::run(
+                            conn,
+                            receiver,
+                            head_sender,
+                            max_batch,
+                            writer_location,
+                            writer_opened,
+                        )
                     });
                     if let Err(panic) = std::panic::catch_unwind(run) {
                         let message = panic
@@ -232,6 +247,7 @@ impl Inner {
             requests: Some(requests),
             readers,
             head,
+            opened,
             writer_failure,
             writer: Some(writer),
         })

@@ -161,6 +161,66 @@ pub(crate) fn open_writer(
     Ok(conn)
 }
 
+/// The database file as the writer opened it. SQLite goes on committing to
+/// a file that was removed (or replaced by a rename) while it is open, and
+/// those commits are gone once the process closes it; so the writer checks,
+/// after each commit and before it replies, that the path still names the
+/// file it opened.
+#[derive(Debug, Clone)]
+pub(crate) struct OpenedFile {
+    path: PathBuf,
+    id: FileId,
+}
+
+/// What tells two files apart: device and inode on Unix; elsewhere only
+/// whether the path exists.
+type FileId = (u64, u64);
+
+#[cfg(unix)]
+fn file_id(metadata: &fs::Metadata) -> FileId {
+    use std::os::unix::fs::MetadataExt;
+    (metadata.dev(), metadata.ino())
+}
+
+#[cfg(not(unix))]
+fn file_id(_metadata: &fs::Metadata) -> FileId {
+    (0, 0)
+}
+
+impl OpenedFile {
+    /// The file at `location` now; `None` for an in-memory database.
+    pub(crate) fn of(location: &Location) -> Result<Option<OpenedFile>, SqliteError> {
+        let Location::File(path) = location else {
+            return Ok(None);
+        };
+        let metadata = fs::metadata(path).map_err(|source| SqliteError::Io {
+            operation: "read the metadata of",
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Some(OpenedFile {
+            path: path.clone(),
+            id: file_id(&metadata),
+        }))
+    }
+
+    /// `Err` with the reason if the path no longer names the opened file.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        match fs::metadata(&self.path) {
+            Ok(metadata) if file_id(&metadata) == self.id => Ok(()),
+            Ok(_) => Err(
+                "the database file was replaced since the log opened it; commits went to the old file, which no one can open again: open the log anew"
+                    .to_owned(),
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(
+                "the database file was removed since the log opened it; commits went to the unlinked file and are lost when the process closes it: open the log anew"
+                    .to_owned(),
+            ),
+            Err(e) => Err(format!("cannot check that the database file is still there: {e}")),
+        }
+    }
+}
+
 /// Opens a connection for reads of a file the writer has opened.
 pub(crate) fn open_reader(path: &Path, config: &SqliteConfig) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(

@@ -6,7 +6,7 @@
 //! sent only after COMMIT returned, i.e. after the transaction is durable as
 //! the configured [`Durability`](crate::Durability) defines it.
 
-use crate::schema::{Location, is_corruption};
+use crate::schema::{Location, OpenedFile, is_corruption};
 use bytes::Bytes;
 use eventsourced::{EventLogError, SeqNo, SnapshotStoreError};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -170,6 +170,7 @@ pub(crate) fn run(
     head: watch::Sender<u64>,
     max_batch: usize,
     location: Location,
+    opened: Option<OpenedFile>,
 ) {
     let mut batch = Vec::with_capacity(max_batch.min(4096));
     let mut next = Vec::with_capacity(max_batch.min(4096));
@@ -207,7 +208,15 @@ pub(crate) fn run(
         let committing = batch.len();
         let started = Instant::now();
         let conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let committed = commit(&conn, &batch, &mut outcomes, &location, &mut seq_nos);
+        let committed = commit(&conn, &batch, &mut outcomes, &location, &mut seq_nos)
+            .map_err(|error| Failure::new(&error))
+            .and_then(|position| match opened.as_ref().map(OpenedFile::check) {
+                Some(Err(reason)) => Err(Failure {
+                    reason,
+                    corrupt: false,
+                }),
+                _ => Ok(position),
+            });
         drop(conn);
         last_commit = started.elapsed();
         // Callers that queued during the commit are active too. Count them
@@ -229,11 +238,10 @@ pub(crate) fn run(
                     reply(request, outcome, &location);
                 }
             }
-            Err(error) => {
+            Err(failure) => {
                 seq_nos.clear();
-                tracing::error!(file = %location.describe(), %error, "sqlite group commit failed");
+                tracing::error!(file = %location.describe(), error = %failure.reason, "sqlite group commit failed");
                 outcomes.clear();
-                let failure = Failure::new(&error);
                 for request in batch.drain(..) {
                     reply(request, Outcome::Failed(failure.clone()), &location);
                 }

@@ -330,3 +330,60 @@ fn the_application_id_is_written() {
         (APPLICATION_ID, eventsourced_sqlite::SCHEMA_VERSION)
     );
 }
+
+/// SQLite goes on committing to a database file that was removed while it is
+/// open, and those commits vanish when the process closes it: once the file
+/// is gone, appends are refused with an error that says so, never
+/// acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_after_the_file_is_removed_are_refused_not_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("removed.db");
+    let log = SqliteEventLog::open(&path).unwrap();
+    log.append("t", "a", SeqNo::ZERO, &[Bytes::from("1")])
+        .await
+        .unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = fs::remove_file(dir.path().join(format!("removed.db{suffix}")));
+    }
+    let error = timeout(
+        LIMIT,
+        log.append("t", "b", SeqNo::ZERO, &[Bytes::from("2")]),
+    )
+    .await
+    .expect("no hang")
+    .unwrap_err();
+    assert!(
+        matches!(error, EventLogError::Backend { .. }) && error.to_string().contains("removed"),
+        "{error}"
+    );
+    // A file put in its place is not the one the log writes to either.
+    fs::write(&path, b"").unwrap();
+    let error = timeout(
+        LIMIT,
+        log.append("t", "c", SeqNo::ZERO, &[Bytes::from("3")]),
+    )
+    .await
+    .expect("no hang")
+    .unwrap_err();
+    assert!(error.to_string().contains("replaced"), "{error}");
+    fs::remove_file(&path).unwrap();
+
+    // Opened anew, even while the old handle lives, the log writes to the new
+    // file and holds nothing that was refused.
+    let reopened = SqliteEventLog::open(&path).unwrap();
+    assert_eq!(reopened.last_seq_no("t", "b").await.unwrap(), SeqNo::ZERO);
+    reopened
+        .append("t", "b", SeqNo::ZERO, &[Bytes::from("2")])
+        .await
+        .unwrap();
+    assert!(
+        log.append("t", "d", SeqNo::ZERO, &[Bytes::from("4")])
+            .await
+            .is_err()
+    );
+    drop((log, reopened));
+    let log = SqliteEventLog::open(&path).unwrap();
+    assert_eq!(log.last_seq_no("t", "b").await.unwrap(), SeqNo::new(1));
+    assert_eq!(log.last_seq_no("t", "d").await.unwrap(), SeqNo::ZERO);
+}

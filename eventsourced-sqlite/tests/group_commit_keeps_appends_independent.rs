@@ -303,6 +303,14 @@ fn config_is_serde_with_kebab_case_and_defaults() {
     let error = SqliteEventLog::open_with(":memory:", invalid).unwrap_err();
     assert!(matches!(error, SqliteError::InvalidConfig(_)), "{error:?}");
     assert!(error.to_string().contains("max-batch"));
+    // Values SQLite or tokio cannot take are refused, not a panic.
+    let config: SqliteConfig = serde_json::from_str(r#"{"busy-timeout": "30days"}"#).unwrap();
+    let error = SqliteEventLog::open_with(":memory:", config).unwrap_err();
+    assert!(error.to_string().contains("busy-timeout"), "{error}");
+    let mut invalid = SqliteConfig::default();
+    invalid.read_connections = usize::MAX;
+    let error = SqliteEventLog::open_with(":memory:", invalid).unwrap_err();
+    assert!(error.to_string().contains("read-connections"), "{error}");
 }
 
 #[test]
