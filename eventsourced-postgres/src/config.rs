@@ -54,7 +54,8 @@ pub struct PostgresConfig {
     #[serde(default = "default_snapshots_table")]
     pub snapshots_table: String,
     /// Connections in the pool, all opened by `new` (at least 2: one is held
-    /// by the group-commit writer).
+    /// by the group-commit writer, which opens one more, beyond these, only
+    /// while a stalled direct append holds its own).
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
     /// Whether to use TLS and how to check the server (see [`TlsMode`]).
@@ -432,11 +433,13 @@ impl PostgresConfig {
 
     /// The pools of an event log: `pool_size - 1` connections for reads and
     /// the caller's queries, and one of its own for the group-commit writer,
-    /// whose session settings (see the writer) reach no caller's query.
+    /// whose session settings (see the writer) reach no caller's query. The
+    /// writer's pool may open a second connection, only while a caller that
+    /// appends alone holds the first (see the writer).
     pub(crate) fn log_pools(&self) -> Result<(Pool, Pool), PostgresError> {
         Ok((
             self.pool_of(self.pool_size.saturating_sub(1).max(1))?,
-            self.pool_of(1)?,
+            self.pool_of(2)?,
         ))
     }
 

@@ -184,8 +184,9 @@ impl PostgresEventLog {
         // Fail fast, and open the whole pool now rather than during the
         // first burst of work (a new PostgreSQL connection forks a backend).
         warm(&shared.pool, &shared.config).await?;
-        warm(&writer_pool, &shared.config).await?;
-        let (writer, link) = writer::start(&shared, writer_pool);
+        // The writer's first connection; its second is opened only if needed.
+        let first = writer::session(&shared, &writer_pool).await?;
+        let (writer, link) = writer::start(&shared, writer_pool, first);
         let query = Arc::new(KeyQuery {
             pool: shared.pool.clone(),
             sql: shared.tables.last_seq_nos_sql(),

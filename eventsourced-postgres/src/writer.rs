@@ -21,12 +21,17 @@
 //! one, so one bad request cannot fail its neighbours.
 //!
 //! Appends that come one at a time (the writer's last batch held a single
-//! request and did not wait for the connection) need no group commit: such an
+//! request and found the connection idle) need no group commit: such an
 //! append, with no other append in flight and its predecessor known, takes
-//! the writer's connection itself and runs the one-statement path on the
+//! the writer's idle connection itself and runs the one-statement path on the
 //! caller's task ([`append_alone`]). That saves the hop to the writer task
 //! and back, which on this project's 2-core VM cost a third of a sequential
-//! append. Anything else, a conflict included, goes to the writer.
+//! append. Anything else, a conflict included, goes to the writer. The caller
+//! owns the connection while it appends, and no lock is held: if its future
+//! stalls (kept but not polled), the writer takes a second connection from
+//! its pool instead of waiting; if the future is dropped mid-statement, a
+//! task waits for the statement to end, then wakes followers as the writer
+//! would (the statement may have committed) and gives the connection back.
 
 use crate::{PostgresError, event_log::Shared};
 use bytes::Bytes;
@@ -37,11 +42,11 @@ use std::{
     collections::{HashSet, VecDeque},
     hash::{DefaultHasher, Hash, Hasher},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
 };
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{error::SqlState, types::ToSql};
 use tracing::{debug, warn};
 
@@ -80,11 +85,14 @@ enum WriteError {
 
 /// What the writer shares with the log's handles.
 pub(crate) struct Link {
-    /// The writer's connection: held by the writer for each batch, or by a
-    /// caller appending alone.
-    connection: Mutex<Connection>,
+    /// The writer's pool: one connection, and a second only while a caller
+    /// appending alone holds the first.
+    pool: Pool,
+    /// The writer's connection while nobody uses it: taken by the writer for
+    /// each batch, or by a caller appending alone (never held across an await).
+    idle: Mutex<Option<Object>>,
     /// Whether appends come one at a time: the writer's last batch held one
-    /// request and found the connection free.
+    /// request and found the connection idle.
     alone: AtomicBool,
     /// Appends in flight on all handles of the log.
     in_flight: AtomicUsize,
@@ -92,13 +100,19 @@ pub(crate) struct Link {
     announce: mpsc::Sender<()>,
 }
 
-/// Starts the writer task (and its notifier) on `pool`, a pool of one
-/// connection; both run until every handle of the log is dropped.
-pub(crate) fn start(shared: &Arc<Shared>, pool: Pool) -> (mpsc::Sender<AppendRequest>, Arc<Link>) {
+/// Starts the writer task (and its notifier) on `pool`, the writer's pool of
+/// two connections (see [`Link`]), with `first`, one of them configured by
+/// [`session`]; both run until every handle of the log is dropped.
+pub(crate) fn start(
+    shared: &Arc<Shared>,
+    pool: Pool,
+    first: Object,
+) -> (mpsc::Sender<AppendRequest>, Arc<Link>) {
     let (announce, announcements) = mpsc::channel(1);
     tokio::spawn(notifier(Arc::clone(shared), announcements));
     let link = Arc::new(Link {
-        connection: Mutex::new(Connection { pool, client: None }),
+        pool,
+        idle: Mutex::new(Some(first)),
         alone: AtomicBool::new(false),
         in_flight: AtomicUsize::new(0),
         announce,
@@ -109,6 +123,36 @@ pub(crate) fn start(shared: &Arc<Shared>, pool: Pool) -> (mpsc::Sender<AppendReq
 }
 
 impl Link {
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Option<Object>> {
+        // A take or a put per lock: a poisoned slot is consistent.
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The writer's connection; whether it was idle (else the pool opens or
+    /// lends another when it is used).
+    fn check_out(&self) -> (Connection, bool) {
+        let client = self.lock_idle().take();
+        let idle = client.is_some();
+        let connection = Connection {
+            pool: self.pool.clone(),
+            client,
+        };
+        (connection, idle)
+    }
+
+    /// Gives a connection back: it becomes the idle one, or goes back to the
+    /// pool if another took that place meanwhile.
+    fn check_in(&self, connection: Connection) {
+        if let Some(client) = connection.client {
+            let mut idle = self.lock_idle();
+            if idle.is_none() {
+                *idle = Some(client);
+            }
+        }
+    }
+
     /// Counts an append in flight until the guard is dropped; also returns
     /// how many other appends are in flight.
     pub(crate) fn enter(&self) -> (InFlight<'_>, usize) {
@@ -139,11 +183,12 @@ const QUEUE: usize = 8192;
 /// several callers at once thus always meet in the writer's group commit.
 ///
 /// If the caller stops waiting, the statement may still commit, as with the
-/// writer; the known seq_nos then stay behind, which only makes the next
-/// append of that entity take the checking path.
+/// writer: [`Direct`] then wakes the followers once it has ended. The known
+/// seq_nos stay behind, which only makes the next append of that entity take
+/// the checking path.
 pub(crate) async fn append_alone(
-    shared: &Shared,
-    link: &Link,
+    shared: &Arc<Shared>,
+    link: &Arc<Link>,
     busy: bool,
     request: AppendRequest,
 ) -> Option<AppendRequest> {
@@ -153,12 +198,20 @@ pub(crate) async fn append_alone(
     {
         return Some(request);
     }
-    let Ok(mut connection) = link.connection.try_lock() else {
+    let (connection, true) = link.check_out() else {
         return Some(request);
     };
+    let mut direct = Direct {
+        shared,
+        link,
+        connection: Some(connection),
+    };
     let batch = std::slice::from_ref(&request);
-    let written = write_once(shared, &mut connection, batch, fast_only).await;
-    drop(connection);
+    let written = match direct.connection.as_mut() {
+        Some(connection) => write_once(shared, connection, batch, fast_only).await,
+        None => Ok(None),
+    };
+    direct.finish();
     match written {
         Ok(Some(actuals)) => {
             if reply_all(shared, vec![request], actuals) {
@@ -173,6 +226,63 @@ pub(crate) async fn append_alone(
             None
         }
     }
+}
+
+/// The connection of an append running on its caller's task.
+struct Direct<'a> {
+    shared: &'a Arc<Shared>,
+    link: &'a Arc<Link>,
+    /// `None` once the statement ended and the connection was given back.
+    connection: Option<Connection>,
+}
+
+impl Direct<'_> {
+    /// The statement ended: the connection goes back to the writer.
+    fn finish(mut self) {
+        if let Some(connection) = self.connection.take() {
+            self.link.check_in(connection);
+        }
+    }
+}
+
+impl Drop for Direct<'_> {
+    /// The caller stopped waiting before the statement ended: it runs on in
+    /// the server and may commit. A task waits for it to end (a query queued
+    /// behind it on the same connection returns after it), then wakes the
+    /// followers, here and by `NOTIFY`, and gives the connection back.
+    fn drop(&mut self) {
+        let Some(connection) = self.connection.take() else {
+            return;
+        };
+        let (shared, link) = (Arc::clone(self.shared), Arc::clone(self.link));
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(settle(shared, link, connection))),
+            // No runtime (it is shutting down): wake what can be woken.
+            Err(_) => announce(&shared, &link),
+        }
+    }
+}
+
+/// Waits until the statement of an abandoned direct append ended, then
+/// announces it as a commit and gives the connection back.
+async fn settle(shared: Arc<Shared>, link: Arc<Link>, mut connection: Connection) {
+    if let Some(client) = connection.client.take() {
+        let timeout = shared.config.statement_timeout;
+        match tokio::time::timeout(timeout, client.batch_execute("")).await {
+            Ok(Ok(())) => connection.client = Some(client),
+            // Do not keep a connection whose statement is stuck or broke.
+            _ => drop(Object::take(client)),
+        }
+    }
+    announce(&shared, &link);
+    link.check_in(connection);
+}
+
+/// Wakes the followers of this process and asks for a `NOTIFY`.
+fn announce(shared: &Shared, link: &Link) {
+    shared.wake.send_modify(|n| *n = n.wrapping_add(1));
+    // Full means an announcement is pending already: coalesced.
+    let _ = link.announce.try_send(());
 }
 
 /// The writer task: runs until every handle of the log is dropped.
@@ -225,14 +335,11 @@ async fn run(shared: Arc<Shared>, link: Arc<Link>, mut requests: mpsc::Receiver<
         }
         previous = batch.len();
         deferred = later;
-        let (mut connection, waited) = match link.connection.try_lock() {
-            Ok(connection) => (connection, false),
-            Err(_) => (link.connection.lock().await, true),
-        };
+        let (mut connection, idle) = link.check_out();
         let written = write(&shared, &mut connection, batch).await;
-        drop(connection);
+        link.check_in(connection);
         link.alone.store(
-            previous == 1 && !waited && deferred.is_empty(),
+            previous == 1 && idle && deferred.is_empty(),
             Ordering::Relaxed,
         );
         if written {
@@ -258,7 +365,8 @@ const SESSION: &str = "SET plan_cache_mode = force_generic_plan; \
      SET default_transaction_isolation = 'read committed'";
 
 /// The writer's connection, from a pool of its own; taken again, with the
-/// [`SESSION`] settings, after it is lost.
+/// [`SESSION`] settings, after it is lost (or while a caller appending alone
+/// holds the other one).
 struct Connection {
     pool: Pool,
     client: Option<Object>,
@@ -360,6 +468,26 @@ type Statements<T> = for<'a> fn(
     &'a [AppendRequest],
 ) -> BoxFuture<'a, Result<T, tokio_postgres::Error>>;
 
+/// A connection of the writer's `pool` with the [`SESSION`] settings.
+pub(crate) async fn session(shared: &Shared, pool: &Pool) -> Result<Object, PostgresError> {
+    let timeout = shared.config.statement_timeout;
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| PostgresError::connect(shared.config.place(), e))?;
+    let operation = "configure the writer's session";
+    match tokio::time::timeout(timeout, client.batch_execute(SESSION)).await {
+        Ok(Ok(())) => Ok(client),
+        failed => {
+            drop(Object::take(client));
+            Err(match failed {
+                Ok(Err(error)) => PostgresError::query(operation, &shared.tables.events(), error),
+                _ => PostgresError::Timeout { operation, timeout },
+            })
+        }
+    }
+}
+
 /// Runs `statements` for `batch` on the writer's connection (taken from the
 /// pool, with the [`SESSION`] settings, if it has none), within the
 /// statement timeout, and sorts out what a failure means.
@@ -376,23 +504,9 @@ async fn write_once<T>(
     let client = match &mut connection.client {
         Some(client) => client,
         None => {
-            let client = connection.pool.get().await.map_err(|e| {
-                WriteError::Failed(PostgresError::connect(shared.config.place(), e))
-            })?;
-            let operation = "configure the writer's session";
-            let failure = match tokio::time::timeout(timeout, client.batch_execute(SESSION)).await {
-                Ok(Ok(())) => None,
-                Ok(Err(error)) => Some(PostgresError::query(
-                    operation,
-                    &shared.tables.events(),
-                    error,
-                )),
-                Err(_) => Some(PostgresError::Timeout { operation, timeout }),
-            };
-            if let Some(error) = failure {
-                drop(Object::take(client));
-                return Err(WriteError::Failed(error));
-            }
+            let client = session(shared, &connection.pool)
+                .await
+                .map_err(WriteError::Failed)?;
             connection.client.insert(client)
         }
     };

@@ -1,17 +1,18 @@
 //! Appends that come one at a time run on the caller's task, on the writer's
 //! connection, instead of through the writer task. They must keep every
 //! guarantee of the writer: a stale append is a typed conflict that writes
-//! nothing, and a caller that stops waiting mid-statement leaves the
-//! connection usable and the entity's events contiguous.
+//! nothing; a caller that stops waiting mid-statement leaves the connection
+//! usable, the entity's events contiguous and the followers woken; a caller
+//! that stalls blocks no other append.
 
 mod support;
 
 use bytes::Bytes;
-use eventsourced::{EventLog, EventLogError, SeqNo};
-use futures::TryStreamExt;
-use std::time::Duration;
+use eventsourced::{EventLog, EventLogError, Position, SeqNo};
+use futures::{StreamExt, TryStreamExt};
+use std::{task::Poll, time::Duration};
 use support::{TestDb, ev};
-use tokio::time::timeout;
+use tokio::time::{sleep, timeout};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -80,14 +81,24 @@ async fn appends_abandoned_mid_statement_leave_the_log_usable() {
 
     let mut abandoned = 0;
     for round in 0..60_u64 {
-        // Give up on the append after a growing few microseconds: before it
-        // is sent, while the statement runs, or not at all.
-        let patience = Duration::from_micros(round * 10);
+        // Give up on the append after polling it one to six times, with a
+        // scheduler turn between polls: before its statement is sent, while
+        // it runs, or (rarely) not at all. Polls rather than a timeout, whose
+        // millisecond ticks outlast most appends here.
         let maybe = [ev(&format!("maybe-{round}"))];
-        let append = log.append(t, "x", last, &maybe);
-        match tokio::time::timeout(patience, append).await {
-            Ok(result) => last = result.expect("an append awaited to the end must succeed"),
-            Err(_) => {
+        let mut append = Box::pin(log.append(t, "x", last, &maybe));
+        let mut outcome = None;
+        for _ in 0..=round % 6 {
+            if let Poll::Ready(result) = futures::poll!(append.as_mut()) {
+                outcome = Some(result);
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        drop(append);
+        match outcome {
+            Some(result) => last = result.expect("an append awaited to the end must succeed"),
+            None => {
                 abandoned += 1;
                 // Its statement may still commit: ask the log what is stored.
                 last = timeout(WAIT, log.last_seq_no(t, "x"))
@@ -130,4 +141,135 @@ async fn appends_abandoned_mid_statement_leave_the_log_usable() {
             .filter(|(_, bytes)| bytes[..] == *sure.as_bytes());
         assert_eq!(found.count(), 1, "{sure} must be stored exactly once");
     }
+}
+
+/// A caller that gives up while its direct statement waits in the server
+/// leaves a statement that commits later: the followers, of this log and of
+/// another process, are woken for it as the writer would wake them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_direct_append_that_commits_wakes_followers() {
+    let mut db = TestDb::new();
+    // Followers poll only once a minute: an event must come by NOTIFY / wake.
+    db.config.poll_interval = Duration::from_secs(60);
+    let log = db.log().await;
+    let other = db.log().await; // another "process"
+    let t = "quiet";
+
+    let mut remote = Box::pin(other.events_by_type(t, Position::START));
+    let mut local = Box::pin(log.events_by_type(t, Position::START));
+    // Let the first (empty) reads and the LISTENs happen.
+    assert!(
+        timeout(Duration::from_millis(500), remote.next())
+            .await
+            .is_err()
+    );
+    assert!(
+        timeout(Duration::from_millis(500), local.next())
+            .await
+            .is_err()
+    );
+
+    // Control: an append through the writer (the log's first) wakes both.
+    log.append(t, "w", SeqNo::ZERO, &[ev("w1")])
+        .await
+        .expect("w1");
+    for s in [&mut remote, &mut local] {
+        let e = timeout(Duration::from_secs(10), s.next())
+            .await
+            .expect("the writer's commit wakes followers")
+            .expect("not ended")
+            .expect("no error");
+        assert_eq!(e.id, "w");
+    }
+    // The writer's last batch held one request: the next append comes alone.
+    sleep(Duration::from_millis(100)).await;
+    // Both followers caught up and now wait (for a wake, or the 60s poll).
+    assert!(
+        timeout(Duration::from_millis(300), remote.next())
+            .await
+            .is_err()
+    );
+    assert!(
+        timeout(Duration::from_millis(300), local.next())
+            .await
+            .is_err()
+    );
+
+    // Hold the position lock so the direct statement waits in the server.
+    let mut raw = db.raw().await;
+    let tx = raw.transaction().await.expect("begin");
+    tx.execute(
+        &format!("SELECT pg_advisory_xact_lock({})", log.tables().lock_key()),
+        &[],
+    )
+    .await
+    .expect("lock");
+
+    // Expected 0 is always a known predecessor: the direct path. Give up on it.
+    let abandoned = timeout(
+        Duration::from_millis(500),
+        log.append(t, "x", SeqNo::ZERO, &[ev("x1")]),
+    )
+    .await;
+    assert!(
+        abandoned.is_err(),
+        "the append must still be waiting for the lock"
+    );
+
+    // Release the lock: the abandoned statement commits.
+    tx.commit().await.expect("commit");
+    let mut stored = SeqNo::ZERO;
+    for _ in 0..100 {
+        stored = log.last_seq_no(t, "x").await.expect("last_seq_no");
+        if stored == SeqNo::new(1) {
+            break;
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stored, SeqNo::new(1), "the abandoned append committed");
+
+    // A committed event: live followers must be told (poll is 60s).
+    let got_local = timeout(Duration::from_secs(5), local.next()).await;
+    let got_remote = timeout(Duration::from_secs(5), remote.next()).await;
+    assert!(
+        got_local.is_ok(),
+        "a follower of the same log was never woken for the committed event x1"
+    );
+    assert!(
+        got_remote.is_ok(),
+        "a follower in another process got no NOTIFY for the committed event x1"
+    );
+}
+
+/// A direct append's future that is kept but not polled (e.g. pinned in a
+/// `select!` loop while another branch runs) holds one connection, and no
+/// lock: the other appends of the log go on, on the writer's second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpolled_direct_append_blocks_no_other_append() {
+    let mut db = TestDb::new();
+    db.config.statement_timeout = Duration::from_secs(2);
+    let log = db.log().await;
+    let t = "stall";
+    log.append(t, "w", SeqNo::ZERO, &[ev("w1")])
+        .await
+        .expect("w1");
+    sleep(Duration::from_millis(100)).await; // the next append comes alone
+
+    let x1 = [ev("x1")];
+    let held = log.append(t, "x", SeqNo::ZERO, &x1);
+    let mut held = Box::pin(held);
+    // Poll it once: it takes the writer's connection and sends its statement.
+    assert!(futures::poll!(&mut held).is_pending());
+
+    // Another entity's append, awaited to the end, well past the statement timeout.
+    let other = timeout(
+        Duration::from_secs(10),
+        log.append(t, "y", SeqNo::ZERO, &[ev("y1")]),
+    )
+    .await;
+    drop(held);
+    assert!(
+        other.is_ok(),
+        "an append of another entity hung for 10s (statement timeout 2s) behind an unpolled one"
+    );
 }
