@@ -300,21 +300,34 @@ where
 
     /// Stops the projection and waits until its task ended: the batch in
     /// progress is committed or rolled back, the lease released.
+    ///
+    /// Calls on several handles at once all wait for the task: the control
+    /// lock is held until it ended.
     pub async fn stop(&self) {
-        let running = self.inner.control.lock().await.take();
-        if let Some(running) = running {
+        let mut control = self.inner.control.lock().await;
+        Self::stop_locked(&mut control).await;
+    }
+
+    /// Stops the task of `control`, if any, and waits until it ended. If the
+    /// caller stops waiting, the task stays recorded (told to stop) for the
+    /// next `stop` or `start` to wait for.
+    async fn stop_locked(control: &mut Option<Running>) {
+        if let Some(running) = control.as_mut() {
             running.stop.send_replace(true);
             // A panicking task already reported itself in the state.
-            let _ = running.handle.await;
+            let _ = (&mut running.handle).await;
+            *control = None;
         }
     }
 
     /// Rebuilds the read model from zero: stops, then runs again with a reset
     /// first (offset deleted and the handler's `reset`, in one transaction
-    /// where the sink is transactional), once the lease is held.
+    /// where the sink is transactional), once the lease is held. No `run` or
+    /// `stop` of another handle comes in between.
     pub async fn rebuild(&self) {
-        self.stop().await;
-        self.start(true).await;
+        let mut control = self.inner.control.lock().await;
+        Self::stop_locked(&mut control).await;
+        self.start_locked(&mut control, true).await;
     }
 
     /// The current state, with the lag queried from the lag source.
@@ -349,13 +362,18 @@ where
 
     async fn start(&self, reset: bool) {
         let mut control = self.inner.control.lock().await;
-        if let Some(running) = control.take() {
+        self.start_locked(&mut control, reset).await;
+    }
+
+    /// Starts the task unless `control` holds one that runs.
+    async fn start_locked(&self, control: &mut Option<Running>, reset: bool) {
+        if let Some(running) = control.as_mut() {
             if self.inner.status.borrow().running && !running.handle.is_finished() {
-                *control = Some(running);
                 return;
             }
             // The task has stopped itself (its error strategy) and is ending.
-            let _ = running.handle.await;
+            let _ = (&mut running.handle).await;
+            *control = None;
         }
         // A finished task has released the sink, or does so right away.
         let sink = self.inner.sink.clone().lock_owned().await;
@@ -564,9 +582,15 @@ where
                 Some(Err(e)) => return Outcome::Restart(self.log_error(e)),
                 None => return Outcome::Restart(self.stream_ended()),
             }
-            let deadline = Instant::now() + self.inner.config.max_wait;
+            // A max_wait beyond what an Instant can hold means no deadline.
+            let deadline = Instant::now().checked_add(self.inner.config.max_wait);
             while envelopes.len() < self.inner.config.batch_size {
-                match tokio::time::timeout_at(deadline, events.next()).await {
+                let next = events.next();
+                let next = match deadline {
+                    Some(deadline) => tokio::time::timeout_at(deadline, next).await,
+                    None => Ok(next.await),
+                };
+                match next {
                     Ok(Some(Ok(envelope))) => envelopes.push(envelope),
                     Ok(Some(Err(e))) => {
                         stream_error = Some(self.log_error(e));
@@ -646,7 +670,7 @@ where
                     position: envelope.position,
                     source,
                 };
-                let last = LastError {
+                let mut last = LastError {
                     message: error.to_string(),
                     position: Some(envelope.position),
                     id: Some(envelope.id.clone()),
@@ -655,7 +679,10 @@ where
                     action: ErrorAction::Stopped,
                 };
                 match self.inner.config.strategy.decide(1, false) {
-                    Decision::Skip => self.skip(envelope.position, last).await?,
+                    Decision::Skip => {
+                        last.action = ErrorAction::Skipped;
+                        self.skip(envelope.position, last).await?;
+                    }
                     Decision::Stop | Decision::Retry(_) => {
                         return Err(Outcome::Failed(error, last));
                     }

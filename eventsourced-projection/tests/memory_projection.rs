@@ -5,8 +5,9 @@ mod support;
 
 use eventsourced::{EventLog, MemoryEventLog, Position, SerdeJson};
 use eventsourced_projection::{
-    AtLeastOnce, Delivery, ErrorAction, ErrorStrategy, Exhausted, InProcessLease, MemoryLag,
-    MemoryOffsetStore, OffsetStore, Phase, Projection, ProjectionState, RetryPolicy,
+    AtLeastOnce, Delivery, ErrorAction, ErrorStrategy, Exhausted, Handler, HandlerError,
+    InProcessLease, MemoryLag, MemoryOffsetStore, OffsetStore, Phase, ProjectedEvent, Projection,
+    ProjectionState, RetryPolicy,
 };
 use std::time::Duration;
 use support::{Recorder, WAIT, append, unique};
@@ -267,7 +268,11 @@ async fn undecodable_events_follow_the_strategy() {
     let s = wait(&p, "skip", |s| s.offset == Some(Position::new(3))).await;
     p.stop().await;
     assert_eq!(s.skipped, 1);
+    assert_eq!(s.phase, Phase::Running);
     assert_eq!(recorder.seen().positions(), vec![1, 3]);
+    let e = s.last_error.expect("last error");
+    assert_eq!(e.position, Some(Position::new(2)));
+    assert_eq!(e.action, ErrorAction::Skipped);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -445,4 +450,79 @@ fn public_types_are_send_and_sync() {
         send_sync::<eventsourced_projection::sqlite::SqliteLease>();
         send_sync::<eventsourced_projection::sqlite::SqliteExactlyOnce<()>>();
     }
+}
+
+/// A handler that takes half a second per event.
+#[derive(Clone)]
+struct Slow;
+
+impl Handler for Slow {
+    type Event = i64;
+    async fn handle(&mut self, _: &ProjectedEvent<i64>) -> Result<(), HandlerError> {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(())
+    }
+}
+
+/// `stop()` called on two handles at once: both return only once the task
+/// ended, the batch in progress done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_on_every_handle_waits_for_the_task() {
+    let log = MemoryEventLog::default();
+    append(&log, "counter", "a", &[1]).await;
+    let p = Projection::builder(
+        "stop-twice",
+        "counter",
+        log.clone(),
+        SerdeJson,
+        AtLeastOnce::new(MemoryOffsetStore::default(), Slow),
+    )
+    .max_wait(Duration::ZERO)
+    .lease(InProcessLease::default())
+    .build()
+    .unwrap();
+    p.run().await;
+    p.wait_for(|s| s.phase == Phase::Running, WAIT)
+        .await
+        .expect("runs");
+    tokio::time::sleep(Duration::from_millis(100)).await; // inside the slow batch
+    let other = p.clone();
+    let first = tokio::spawn(async move { p.stop().await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    other.stop().await;
+    let s = other.state().await;
+    first.await.unwrap();
+    assert!(
+        !s.running && s.phase == Phase::Stopped,
+        "stop() returned while the task still runs: {s:?}"
+    );
+}
+
+/// A `max_wait` longer than an `Instant` can reach means no deadline, not a
+/// panic: with `batch_size` 1 every event is handled at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_max_wait_beyond_any_instant_is_no_deadline() {
+    let log = MemoryEventLog::default();
+    append(&log, "counter", "a", &[1]).await;
+    let recorder = Recorder::default();
+    let p = Projection::builder(
+        "max-wait-max",
+        "counter",
+        log.clone(),
+        SerdeJson,
+        AtLeastOnce::new(MemoryOffsetStore::default(), recorder.clone()),
+    )
+    .max_wait(Duration::MAX)
+    .batch_size(1)
+    .lease(InProcessLease::default())
+    .build()
+    .expect("a valid configuration");
+    p.run().await;
+    let s = wait(&p, "the first event", |s| {
+        s.offset.is_some() || s.phase == Phase::Failed
+    })
+    .await;
+    p.stop().await;
+    assert_eq!(s.phase, Phase::Running, "{s:?}");
+    assert_eq!(recorder.seen().positions(), vec![1]);
 }
