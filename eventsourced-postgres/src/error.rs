@@ -172,6 +172,10 @@ impl PostgresError {
                     reason: source.to_string(),
                 },
             },
+            PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => PostgresError::Connect {
+                place,
+                reason: "timed out (statement-timeout) waiting for a free pooled connection: all were in use".to_owned(),
+            },
             PoolError::Timeout(_) => PostgresError::Connect {
                 place,
                 reason: "timed out (connect-timeout) waiting for a connection".to_owned(),

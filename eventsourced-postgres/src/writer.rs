@@ -46,7 +46,7 @@ use std::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_postgres::{error::SqlState, types::ToSql};
 use tracing::{debug, warn};
 
@@ -91,6 +91,9 @@ pub(crate) struct Link {
     /// The writer's connection while nobody uses it: taken by the writer for
     /// each batch, or by a caller appending alone (never held across an await).
     idle: Mutex<Option<Object>>,
+    /// Signalled when a connection is put into `idle`, for a writer waiting
+    /// on the pool (which does not see the slot) while both are out.
+    filled: Notify,
     /// Whether appends come one at a time: the writer's last batch held one
     /// request and found the connection idle.
     alone: AtomicBool,
@@ -113,6 +116,7 @@ pub(crate) fn start(
     let link = Arc::new(Link {
         pool,
         idle: Mutex::new(Some(first)),
+        filled: Notify::new(),
         alone: AtomicBool::new(false),
         in_flight: AtomicUsize::new(0),
         announce,
@@ -132,14 +136,33 @@ impl Link {
 
     /// The writer's connection; whether it was idle (else the pool opens or
     /// lends another when it is used).
-    fn check_out(&self) -> (Connection, bool) {
+    fn check_out(self: &Arc<Self>) -> (Connection, bool) {
         let client = self.lock_idle().take();
         let idle = client.is_some();
         let connection = Connection {
-            pool: self.pool.clone(),
+            link: Arc::clone(self),
             client,
         };
         (connection, idle)
+    }
+
+    /// A connection with the [`SESSION`] settings for a writer that found the
+    /// slot empty: a new one from the pool, or the idle one if it is given
+    /// back first (the pool counts it as taken, so with both connections out
+    /// its wait would last the statement timeout although one came back).
+    async fn connect(&self, shared: &Shared) -> Result<Object, PostgresError> {
+        let filled = self.filled.notified();
+        tokio::pin!(filled);
+        loop {
+            filled.as_mut().enable();
+            if let Some(client) = self.lock_idle().take() {
+                return Ok(client);
+            }
+            tokio::select! {
+                client = session(shared, &self.pool) => return client,
+                () = &mut filled => filled.set(self.filled.notified()),
+            }
+        }
     }
 
     /// Gives a connection back: it becomes the idle one, or goes back to the
@@ -149,6 +172,8 @@ impl Link {
             let mut idle = self.lock_idle();
             if idle.is_none() {
                 *idle = Some(client);
+                drop(idle);
+                self.filled.notify_waiters();
             }
         }
     }
@@ -368,7 +393,7 @@ const SESSION: &str = "SET plan_cache_mode = force_generic_plan; \
 /// [`SESSION`] settings, after it is lost (or while a caller appending alone
 /// holds the other one).
 struct Connection {
-    pool: Pool,
+    link: Arc<Link>,
     client: Option<Object>,
 }
 
@@ -504,7 +529,9 @@ async fn write_once<T>(
     let client = match &mut connection.client {
         Some(client) => client,
         None => {
-            let client = session(shared, &connection.pool)
+            let client = connection
+                .link
+                .connect(shared)
                 .await
                 .map_err(WriteError::Failed)?;
             connection.client.insert(client)

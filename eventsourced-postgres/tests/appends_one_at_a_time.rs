@@ -10,7 +10,10 @@ mod support;
 use bytes::Bytes;
 use eventsourced::{EventLog, EventLogError, Position, SeqNo};
 use futures::{StreamExt, TryStreamExt};
-use std::{task::Poll, time::Duration};
+use std::{
+    task::Poll,
+    time::{Duration, Instant},
+};
 use support::{TestDb, ev};
 use tokio::time::{sleep, timeout};
 
@@ -271,5 +274,106 @@ async fn an_unpolled_direct_append_blocks_no_other_append() {
     assert!(
         other.is_ok(),
         "an append of another entity hung for 10s (statement timeout 2s) behind an unpolled one"
+    );
+}
+
+/// A PostgreSQL backend paused with SIGSTOP, resumed with SIGCONT when
+/// dropped (also when the test fails).
+struct PausedBackend(i32);
+
+impl PausedBackend {
+    fn pause(pid: i32) -> Self {
+        signal("STOP", pid);
+        PausedBackend(pid)
+    }
+}
+
+impl Drop for PausedBackend {
+    fn drop(&mut self) {
+        signal("CONT", self.0);
+    }
+}
+
+fn signal(name: &str, pid: i32) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// With both of the writer's connections out, one held by the task that
+/// waits for an abandoned direct append and one by a stalled direct append,
+/// the writer waits for the pool; when the first comes back to the idle
+/// slot, the writer takes it at once instead of timing out on the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_takes_a_connection_given_back_while_it_waits() {
+    let mut db = TestDb::new();
+    db.config.statement_timeout = Duration::from_secs(3);
+    let log = db.log().await;
+    let raw = db.raw().await;
+    let t = "slot";
+    let app = db.config.application_name.clone();
+
+    // w1 through the writer, then w2 direct, on the writer's first connection.
+    log.append(t, "w", SeqNo::ZERO, &[ev("w1")])
+        .await
+        .expect("w1");
+    sleep(Duration::from_millis(100)).await;
+    log.append(t, "w", SeqNo::new(1), &[ev("w2")])
+        .await
+        .expect("w2");
+    let rows = raw
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND query LIKE 'WITH lock%'",
+            &[&app],
+        )
+        .await
+        .expect("pg_stat_activity");
+    assert_eq!(rows.len(), 1, "one connection ran the fast append");
+    let paused = PausedBackend::pause(rows[0].get(0));
+
+    // x1, direct on that connection, is abandoned mid-statement: the task
+    // that settles it holds the connection while the backend is paused.
+    let abandoned = timeout(
+        Duration::from_millis(300),
+        log.append(t, "x", SeqNo::ZERO, &[ev("x1")]),
+    )
+    .await;
+    assert!(abandoned.is_err(), "x1 must be abandoned mid-statement");
+    // y1 goes to the writer, which opens its second connection; z1 finds
+    // it idle, so the next append comes alone again.
+    for id in ["y", "z"] {
+        timeout(WAIT, log.append(t, id, SeqNo::ZERO, &[ev("1")]))
+            .await
+            .expect("no hang")
+            .expect("appended on the second connection");
+    }
+    sleep(Duration::from_millis(100)).await;
+
+    // h1: direct on the second connection, kept but not polled.
+    let h1 = [ev("h1")];
+    let mut held = Box::pin(log.append(t, "h", SeqNo::ZERO, &h1));
+    assert!(futures::poll!(&mut held).is_pending());
+    // v1 goes to the writer: the slot is empty, both connections are out.
+    let other = log.clone();
+    let v = tokio::spawn(async move { other.append(t, "v", SeqNo::ZERO, &[ev("v1")]).await });
+    sleep(Duration::from_millis(300)).await;
+
+    // The paused statement ends: its connection goes back to the slot. (The
+    // writer's wait on the pool would time out, failing v1, 2.7 s later.)
+    drop(paused);
+    let started = Instant::now();
+    let v = timeout(WAIT, v)
+        .await
+        .expect("v1 must not hang")
+        .expect("join");
+    let took = started.elapsed();
+    drop(held);
+    assert_eq!(
+        v.expect("v1 must be appended on the connection given back"),
+        SeqNo::new(1),
+        "after {took:?}"
     );
 }
