@@ -53,9 +53,9 @@ pub struct PostgresConfig {
     /// Table of the snapshot store. A lowercase identifier of at most 40 bytes.
     #[serde(default = "default_snapshots_table")]
     pub snapshots_table: String,
-    /// Connections in the pool, all opened by `new` (at least 2: one is held
-    /// by the group-commit writer, which opens one more, beyond these, only
-    /// while a stalled direct append holds its own).
+    /// Connections in the pool, all opened by `new` (at least 2, at most
+    /// 10 000). One is held by the group-commit writer, which opens one more,
+    /// beyond these, only while a stalled direct append holds its own.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
     /// Whether to use TLS and how to check the server (see [`TlsMode`]).
@@ -145,6 +145,10 @@ fn default_events_table() -> String {
 fn default_snapshots_table() -> String {
     "snapshots".to_owned()
 }
+/// The most connections in a pool: far beyond what a server allows
+/// (`max_connections` is 100 by default), still small enough to allocate.
+const MAX_POOL_SIZE: usize = 10_000;
+
 fn default_pool_size() -> usize {
     8
 }
@@ -349,10 +353,10 @@ impl PostgresConfig {
         if self.dbname.is_empty() {
             return Err(invalid("dbname", "must not be empty"));
         }
-        if self.pool_size < 2 {
+        if !(2..=MAX_POOL_SIZE).contains(&self.pool_size) {
             return Err(invalid(
                 "pool-size",
-                "must be at least 2 (the group-commit writer holds one connection)",
+                "must be at least 2 (the group-commit writer holds one connection) and at most 10000",
             ));
         }
         if self.max_batch == 0 {

@@ -105,6 +105,18 @@ struct Inner {
     listener: Mutex<Option<JoinHandle<()>>>,
 }
 
+impl Inner {
+    /// Starts the `LISTEN` task unless it runs; called on a live stream's
+    /// first poll, inside a runtime (the stream may be made outside one).
+    fn ensure_listener(&self) {
+        if let Ok(mut listener) = self.listener.lock()
+            && listener.as_ref().is_none_or(JoinHandle::is_finished)
+        {
+            *listener = Some(tokio::spawn(listener::run(Arc::clone(&self.shared))));
+        }
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         if let Ok(mut listener) = self.listener.lock()
@@ -195,7 +207,7 @@ impl PostgresEventLog {
             place: shared.config.place(),
             operation: "read the last seq_no",
         });
-        let last_seq_nos = Lookups::spawn(move |keys| {
+        let last_seq_nos = Lookups::new(move |keys| {
             let query = Arc::clone(&query);
             async move {
                 let rows = query.rows(keys).await?;
@@ -249,14 +261,6 @@ impl PostgresEventLog {
 
     fn shared(&self) -> &Arc<Shared> {
         &self.inner.shared
-    }
-
-    fn ensure_listener(&self) {
-        if let Ok(mut listener) = self.inner.listener.lock()
-            && listener.as_ref().is_none_or(JoinHandle::is_finished)
-        {
-            *listener = Some(tokio::spawn(listener::run(Arc::clone(self.shared()))));
-        }
     }
 
     async fn read_last_seq_no(&self, type_name: &str, id: &str) -> Result<SeqNo, EventLogError> {
@@ -479,7 +483,6 @@ impl EventLog for PostgresEventLog {
         type_name: &str,
         from: Position,
     ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static {
-        self.ensure_listener();
         let follower = Follower {
             inner: Arc::clone(&self.inner),
             wake: self.inner.shared.wake.subscribe(),
@@ -508,6 +511,7 @@ impl Follower {
         if !self.checked {
             validate(&self.type_name, "-")?;
             self.checked = true;
+            self.inner.ensure_listener();
         }
         loop {
             if let Some(envelope) = self.buffer.pop_front() {

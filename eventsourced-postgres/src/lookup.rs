@@ -4,7 +4,14 @@
 //! instead of one per entity.
 
 use crate::PostgresError;
-use std::{future::Future, sync::Arc};
+use futures::{FutureExt, future::BoxFuture};
+use std::{
+    future::Future,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most keys per coalesced query.
@@ -24,18 +31,22 @@ pub(crate) struct Lookup<R> {
 /// The handle of a lookup task.
 pub(crate) struct Lookups<R> {
     sender: mpsc::Sender<Lookup<R>>,
+    /// The task until the first lookup spawns it: a handle may be made
+    /// outside a tokio runtime (e.g. `PostgresSnapshotStore::from_log`).
+    task: Mutex<Option<BoxFuture<'static, ()>>>,
+    started: AtomicBool,
 }
 
 impl<R: Send + 'static> Lookups<R> {
-    /// Spawns the task; `query` answers a batch of keys, one result per key in
-    /// order. The task ends when this handle is dropped.
-    pub(crate) fn spawn<F, Fut>(query: F) -> Self
+    /// The task, started by the first lookup; `query` answers a batch of keys,
+    /// one result per key in order. The task ends when this handle is dropped.
+    pub(crate) fn new<F, Fut>(query: F) -> Self
     where
         F: Fn(Vec<(String, String)>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Vec<R>, PostgresError>> + Send,
     {
         let (sender, mut receiver) = mpsc::channel::<Lookup<R>>(QUEUE);
-        tokio::spawn(async move {
+        let task = async move {
             while let Some(first) = receiver.recv().await {
                 let mut batch = vec![first];
                 while batch.len() < MAX_KEYS {
@@ -71,8 +82,12 @@ impl<R: Send + 'static> Lookups<R> {
                     }
                 }
             }
-        });
-        Lookups { sender }
+        };
+        Lookups {
+            sender,
+            task: Mutex::new(Some(task.boxed())),
+            started: AtomicBool::new(false),
+        }
     }
 
     /// Looks up one key.
@@ -83,6 +98,17 @@ impl<R: Send + 'static> Lookups<R> {
             id: id.to_owned(),
             reply,
         };
+        if !self.started.load(Ordering::Acquire) {
+            let task = self
+                .task
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take();
+            if let Some(task) = task {
+                tokio::spawn(task);
+            }
+            self.started.store(true, Ordering::Release);
+        }
         let stopped = || Arc::new(PostgresError::Stopped);
         self.sender.send(lookup).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?

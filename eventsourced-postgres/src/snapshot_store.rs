@@ -76,7 +76,7 @@ impl PostgresSnapshotStore {
             place: config.place(),
             operation: "load a snapshot",
         });
-        let loads = Lookups::spawn(move |keys| {
+        let loads = Lookups::new(move |keys| {
             let query = Arc::clone(&query);
             async move {
                 let rows = query.rows(keys).await?;

@@ -54,6 +54,28 @@ impl Tables {
         validate_identifier("schema", schema, MAX_IDENT_LEN)?;
         validate_identifier("events-table", events, MAX_TABLE_LEN)?;
         validate_identifier("snapshots-table", snapshots, MAX_TABLE_LEN)?;
+        // Tables and indexes share one namespace per schema: the snapshot
+        // table and its primary key must not be one of the log's relations
+        // (else `CREATE TABLE IF NOT EXISTS` skips it and every save fails).
+        let log_relations = [
+            "",
+            "_pkey",
+            "_type_position_key",
+            "_position",
+            "_position_pkey",
+        ]
+        .map(|suffix| format!("{events}{suffix}"));
+        let clash = [snapshots.to_owned(), format!("{snapshots}_pkey")]
+            .into_iter()
+            .find(|name| log_relations.contains(name));
+        if let Some(name) = clash {
+            return Err(PostgresError::InvalidConfig {
+                field: "snapshots-table",
+                reason: format!(
+                    "{snapshots:?} would use the name {name:?}, which the event table {events:?} uses for itself or its position table; choose another snapshots-table"
+                ),
+            });
+        }
         Ok(Tables {
             schema: schema.to_owned(),
             events: events.to_owned(),

@@ -171,11 +171,41 @@ async fn invalid_config_is_refused_before_connecting() {
             },
             "pool-size",
         ),
+        // More than a pool can allocate: refused, not a panic.
+        (
+            PostgresConfig {
+                pool_size: usize::MAX,
+                ..base.clone()
+            },
+            "pool-size",
+        ),
+        // The snapshot table must not take a name of the log's relations.
+        (
+            PostgresConfig {
+                snapshots_table: base.events_table.clone(),
+                ..base.clone()
+            },
+            "snapshots-table",
+        ),
+        (
+            PostgresConfig {
+                snapshots_table: format!("{}_position", base.events_table),
+                ..base.clone()
+            },
+            "snapshots-table",
+        ),
     ];
     for (config, field) in cases {
-        let error = PostgresEventLog::new(config)
+        let error = PostgresEventLog::new(config.clone())
             .await
             .expect_err("invalid config must be refused");
+        match error {
+            PostgresError::InvalidConfig { field: f, .. } => assert_eq!(f, field),
+            other => panic!("expected InvalidConfig for {field}, got {other:?}"),
+        }
+        let error = PostgresSnapshotStore::new(config)
+            .await
+            .expect_err("invalid config must be refused by the snapshot store too");
         match error {
             PostgresError::InvalidConfig { field: f, .. } => assert_eq!(f, field),
             other => panic!("expected InvalidConfig for {field}, got {other:?}"),

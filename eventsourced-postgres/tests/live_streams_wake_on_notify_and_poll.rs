@@ -89,3 +89,33 @@ async fn without_a_notification_the_follower_polls() {
         ("quiet", Bytes::from_static(b"*"))
     );
 }
+
+/// A live stream and a snapshot store may be made outside a tokio runtime
+/// (their tasks start when first used, inside one) and then work as usual.
+#[test]
+fn streams_and_stores_made_outside_a_runtime_work_inside_one() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDb::new();
+    let log = runtime.block_on(db.log());
+    let mut live = Box::pin(log.events_by_type("outside", Position::START));
+    let snapshots = eventsourced_postgres::PostgresSnapshotStore::from_log(&log);
+    runtime.block_on(async {
+        use eventsourced::SnapshotStore;
+        snapshots.setup().await.expect("snapshot setup");
+        snapshots
+            .save("outside", "a", SeqNo::new(1), Bytes::from_static(b"s"))
+            .await
+            .expect("save");
+        let loaded = snapshots.load("outside", "a").await.expect("load");
+        assert_eq!(loaded, Some((SeqNo::new(1), Bytes::from_static(b"s"))));
+        log.append("outside", "a", SeqNo::ZERO, &[Bytes::from_static(b"1")])
+            .await
+            .expect("append");
+        let event = timeout(Duration::from_secs(20), live.next())
+            .await
+            .expect("the stream delivers")
+            .expect("not ended")
+            .expect("no error");
+        assert_eq!((event.id.as_str(), event.seq_no), ("a", SeqNo::new(1)));
+    });
+}
