@@ -382,15 +382,23 @@ impl NatsEventLog {
             expected,
             actual,
         };
-        if events.is_empty() {
+        let fits = expected.get().checked_add(len_u64(events.len())).is_some();
+        if events.is_empty() || !fits {
             let actual = self
                 .fetch_last(&subject, "append")
                 .await?
                 .map_or(SeqNo::ZERO, |l| l.seq_no);
-            return if actual == expected {
-                Ok(actual)
-            } else {
-                Err(conflict(actual))
+            return match (actual == expected, fits) {
+                (false, _) => Err(conflict(actual)),
+                (true, true) => Ok(actual),
+                (true, false) => Err(EventLogError::backend(
+                    BACKEND,
+                    "append",
+                    format!(
+                        "{expected} + {} events exceeds the largest seq_no",
+                        events.len()
+                    ),
+                )),
             };
         }
         let mut known = if expected == SeqNo::ZERO {

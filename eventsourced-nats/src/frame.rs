@@ -87,6 +87,13 @@ pub(crate) fn header_numbers(headers: Option<&HeaderMap>) -> Result<(SeqNo, usiz
         .ok_or_else(|| {
             format!("header {COUNT_HEADER} is {count}; expected 1..={MAX_EVENTS_PER_APPEND}")
         })?;
+    // Every seq_no of the message must be a u64: the arithmetic on batches
+    // relies on it.
+    if first.checked_add(len_u64(count) - 1).is_none() {
+        return Err(format!(
+            "headers {SEQ_NO_HEADER} {first} and {COUNT_HEADER} {count} give seq_nos beyond the largest one"
+        ));
+    }
     Ok((SeqNo::new(first), count))
 }
 

@@ -504,41 +504,75 @@ async fn many_entities_append_concurrently() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_foreign_message_on_an_entity_subject_is_corrupt() {
     let log = log().await;
-    let type_name = unique_type_name("corrupt");
     let jetstream = jetstream::new(log.client().clone());
-    let subject = format!(
-        "eventsourced.{}.{}",
-        base64_token::encode(&type_name),
-        base64_token::encode("a")
-    );
-    jetstream
-        .publish(subject, Bytes::from("not written by eventsourced"))
+    // Headers whose seq_nos would run past u64::MAX, and no headers at all.
+    let mut overflowing = async_nats::HeaderMap::new();
+    overflowing.insert("Eventsourced-Seq-No", u64::MAX.to_string().as_str());
+    overflowing.insert("Eventsourced-Count", "2");
+    let cases = [
+        (async_nats::HeaderMap::new(), "not written by eventsourced"),
+        (overflowing, "\0\0\0\x01a\0\0\0\x01b"),
+    ];
+    for (headers, payload) in cases {
+        let type_name = unique_type_name("corrupt");
+        let subject = format!(
+            "eventsourced.{}.{}",
+            base64_token::encode(&type_name),
+            base64_token::encode("a")
+        );
+        jetstream
+            .publish_with_headers(subject, headers, Bytes::from(payload))
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+        let last = log.last_seq_no(&type_name, "a").await;
+        assert!(
+            matches!(last, Err(EventLogError::Corrupt { .. })),
+            "got {last:?}"
+        );
+        let append = log
+            .append(&type_name, "a", SeqNo::new(2), &[Bytes::from("x")])
+            .await;
+        assert!(
+            matches!(append, Err(EventLogError::Corrupt { .. })),
+            "got {append:?}"
+        );
+        let read: Result<Vec<_>, _> = timeout(
+            LIMIT,
+            log.events_by_id(&type_name, "a", SeqNo::new(1))
+                .try_collect::<Vec<_>>(),
+        )
         .await
-        .expect("publish")
-        .await
-        .expect("ack");
-    let last = log.last_seq_no(&type_name, "a").await;
+        .expect("in time");
+        assert!(
+            matches!(read, Err(EventLogError::Corrupt { .. })),
+            "got {read:?}"
+        );
+        let mut stream = Box::pin(log.events_by_type(&type_name, Position::START));
+        let live = timeout(LIMIT, stream.next()).await.expect("in time");
+        assert!(
+            matches!(live, Some(Err(EventLogError::Corrupt { .. }))),
+            "got {live:?}"
+        );
+    }
+}
+
+/// An expected seq_no so large that the new one would not be a u64 is a
+/// conflict with what is stored, or an error when it is stored: never a
+/// panic, never an append that writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expected_seq_no_near_the_largest_is_refused() {
+    let log = log().await;
+    let type_name = unique_type_name("huge");
+    let append = log
+        .append(&type_name, "a", SeqNo::new(u64::MAX), &[Bytes::from("x")])
+        .await;
     assert!(
-        matches!(last, Err(EventLogError::Corrupt { .. })),
-        "got {last:?}"
+        matches!(append, Err(EventLogError::Conflict { actual, .. }) if actual == SeqNo::ZERO),
+        "got {append:?}"
     );
-    let read: Result<Vec<_>, _> = timeout(
-        LIMIT,
-        log.events_by_id(&type_name, "a", SeqNo::new(1))
-            .try_collect::<Vec<_>>(),
-    )
-    .await
-    .expect("in time");
-    assert!(
-        matches!(read, Err(EventLogError::Corrupt { .. })),
-        "got {read:?}"
-    );
-    let mut stream = Box::pin(log.events_by_type(&type_name, Position::START));
-    let live = timeout(LIMIT, stream.next()).await.expect("in time");
-    assert!(
-        matches!(live, Some(Err(EventLogError::Corrupt { .. }))),
-        "got {live:?}"
-    );
+    assert_eq!(log.last_seq_no(&type_name, "a").await.unwrap(), SeqNo::ZERO);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
