@@ -55,7 +55,8 @@ pub struct PostgresConfig {
     pub snapshots_table: String,
     /// Connections in the pool, all opened by `new` (at least 2, at most
     /// 10 000). One is held by the group-commit writer, which opens one more,
-    /// beyond these, only while a stalled direct append holds its own.
+    /// beyond these, only while a direct append (stalled, or abandoned and still
+    /// running) holds its own.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
     /// Whether to use TLS and how to check the server (see [`TlsMode`]).

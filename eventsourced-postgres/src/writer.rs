@@ -167,8 +167,8 @@ impl Link {
 
     /// Gives a connection back: it becomes the idle one, or goes back to the
     /// pool if another took that place meanwhile.
-    fn check_in(&self, connection: Connection) {
-        if let Some(client) = connection.client {
+    fn check_in(&self, client: Option<Object>) {
+        if let Some(client) = client {
             let mut idle = self.lock_idle();
             if idle.is_none() {
                 *idle = Some(client);
@@ -226,16 +226,9 @@ pub(crate) async fn append_alone(
     let (connection, true) = link.check_out() else {
         return Some(request);
     };
-    let mut direct = Direct {
-        shared,
-        link,
-        connection: Some(connection),
-    };
+    let mut direct = Direct { shared, connection };
     let batch = std::slice::from_ref(&request);
-    let written = match direct.connection.as_mut() {
-        Some(connection) => write_once(shared, connection, batch, fast_only).await,
-        None => Ok(None),
-    };
+    let written = write_once(shared, &mut direct.connection, batch, fast_only).await;
     direct.finish();
     match written {
         Ok(Some(actuals)) => {
@@ -256,17 +249,15 @@ pub(crate) async fn append_alone(
 /// The connection of an append running on its caller's task.
 struct Direct<'a> {
     shared: &'a Arc<Shared>,
-    link: &'a Arc<Link>,
-    /// `None` once the statement ended and the connection was given back.
-    connection: Option<Connection>,
+    /// Its client is taken when the statement ended and it was given back.
+    connection: Connection,
 }
 
 impl Direct<'_> {
     /// The statement ended: the connection goes back to the writer.
     fn finish(mut self) {
-        if let Some(connection) = self.connection.take() {
-            self.link.check_in(connection);
-        }
+        let client = self.connection.client.take();
+        self.connection.link.check_in(client);
     }
 }
 
@@ -276,12 +267,12 @@ impl Drop for Direct<'_> {
     /// behind it on the same connection returns after it), then wakes the
     /// followers, here and by `NOTIFY`, and gives the connection back.
     fn drop(&mut self) {
-        let Some(connection) = self.connection.take() else {
+        let Some(client) = self.connection.client.take() else {
             return;
         };
-        let (shared, link) = (Arc::clone(self.shared), Arc::clone(self.link));
+        let (shared, link) = (Arc::clone(self.shared), Arc::clone(&self.connection.link));
         match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn(settle(shared, link, connection))),
+            Ok(runtime) => drop(runtime.spawn(settle(shared, link, client))),
             // No runtime (it is shutting down): wake what can be woken.
             Err(_) => announce(&shared, &link),
         }
@@ -290,17 +281,18 @@ impl Drop for Direct<'_> {
 
 /// Waits until the statement of an abandoned direct append ended, then
 /// announces it as a commit and gives the connection back.
-async fn settle(shared: Arc<Shared>, link: Arc<Link>, mut connection: Connection) {
-    if let Some(client) = connection.client.take() {
-        let timeout = shared.config.statement_timeout;
-        match tokio::time::timeout(timeout, client.batch_execute("")).await {
-            Ok(Ok(())) => connection.client = Some(client),
-            // Do not keep a connection whose statement is stuck or broke.
-            _ => drop(Object::take(client)),
+async fn settle(shared: Arc<Shared>, link: Arc<Link>, client: Object) {
+    let timeout = shared.config.statement_timeout;
+    let client = match tokio::time::timeout(timeout, client.batch_execute("")).await {
+        Ok(Ok(())) => Some(client),
+        // Do not keep a connection whose statement is stuck or broke.
+        _ => {
+            drop(Object::take(client));
+            None
         }
-    }
+    };
     announce(&shared, &link);
-    link.check_in(connection);
+    link.check_in(client);
 }
 
 /// Wakes the followers of this process and asks for a `NOTIFY`.
@@ -362,7 +354,7 @@ async fn run(shared: Arc<Shared>, link: Arc<Link>, mut requests: mpsc::Receiver<
         deferred = later;
         let (mut connection, idle) = link.check_out();
         let written = write(&shared, &mut connection, batch).await;
-        link.check_in(connection);
+        link.check_in(connection.client);
         link.alone.store(
             previous == 1 && idle && deferred.is_empty(),
             Ordering::Relaxed,
