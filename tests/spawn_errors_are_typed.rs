@@ -5,8 +5,8 @@ mod support;
 
 use bytes::Bytes;
 use eventsourced::{
-    EventEnvelope, EventLog, EventLogError, EventSourcedExt, MemoryEventLog, MemorySnapshotStore,
-    NoopSnapshotStore, Position, SeqNo, SerdeJson, SnapshotStore, SpawnError,
+    EntityOptions, EventEnvelope, EventLog, EventLogError, EventSourcedExt, MemoryEventLog,
+    MemorySnapshotStore, NoopSnapshotStore, Position, SeqNo, SerdeJson, SnapshotStore, SpawnError,
 };
 use futures::{Stream, StreamExt, stream};
 use support::{Counter, CounterEvent, encode};
@@ -94,46 +94,47 @@ async fn snapshot_newer_than_the_log_is_refused() {
 
 #[tokio::test]
 async fn invalid_options_are_refused() {
-    let error = Counter::default()
-        .entity()
-        .max_batch(0)
-        .spawn(
-            "o".to_owned(),
-            MemoryEventLog::default(),
-            NoopSnapshotStore,
-            SerdeJson,
-        )
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, SpawnError::InvalidOptions(_)),
-        "got {error:?}"
-    );
-    let error = Counter::default()
-        .entity()
-        .mailbox_size(0)
-        .spawn(
-            "o".to_owned(),
-            MemoryEventLog::default(),
-            NoopSnapshotStore,
-            SerdeJson,
-        )
-        .await
-        .unwrap_err();
-    assert!(error.to_string().contains("mailbox_size"), "got {error}");
-    // Beyond what tokio's bounded channel can hold: refused, not a panic.
-    let error = Counter::default()
-        .entity()
-        .mailbox_size(usize::MAX)
-        .spawn(
-            "o".to_owned(),
-            MemoryEventLog::default(),
-            NoopSnapshotStore,
-            SerdeJson,
-        )
-        .await
-        .unwrap_err();
-    assert!(error.to_string().contains("mailbox_size"), "got {error}");
+    let cases = [
+        (
+            EntityOptions {
+                max_batch: 0,
+                ..EntityOptions::default()
+            },
+            "max_batch",
+        ),
+        (
+            EntityOptions {
+                mailbox_size: 0,
+                ..EntityOptions::default()
+            },
+            "mailbox_size",
+        ),
+        // Beyond what tokio's bounded channel can hold: refused, not a panic.
+        (
+            EntityOptions {
+                mailbox_size: usize::MAX,
+                ..EntityOptions::default()
+            },
+            "mailbox_size",
+        ),
+    ];
+    for (options, field) in cases {
+        let error = Counter::default()
+            .entity()
+            .options(options)
+            .spawn(
+                "o".to_owned(),
+                MemoryEventLog::default(),
+                NoopSnapshotStore,
+                SerdeJson,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, SpawnError::InvalidOptions(_)) && error.to_string().contains(field),
+            "got {error:?}"
+        );
+    }
 }
 
 /// A log that loses event 2 of every entity on read.
