@@ -11,7 +11,10 @@ use eventsourced::{
     EventEnvelope, EventLog, EventLogError, Position, SeqNo, event_log::validate_id,
 };
 use futures::{Stream, stream};
-use rusqlite::{Connection, params, types::ValueRef};
+use rusqlite::{
+    Connection, params,
+    types::{Value, ValueRef},
+};
 use std::{
     collections::VecDeque,
     fmt,
@@ -117,13 +120,18 @@ impl SqliteEventLog {
         // from starting two writers.
         let mut open = OPEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         open.retain(|(_, inner)| inner.strong_count() > 0);
-        // A file removed or replaced since it was opened is another file now:
+        // One file is one writer, whichever path (or hard link) names it. A
+        // file removed or replaced since it was opened is another file now:
         // its writer refuses every commit, and this open gets a writer of its own.
         if let Some(inner) = open
             .iter()
-            .find(|(open_location, _)| *open_location == location)
-            .and_then(|(_, inner)| inner.upgrade())
-            .filter(|inner| inner.opened.as_ref().is_none_or(|f| f.check().is_ok()))
+            .filter_map(|(open_location, inner)| Some((open_location, inner.upgrade()?)))
+            .find(|(open_location, inner)| {
+                let same_file = **open_location == location
+                    || inner.opened.as_ref().is_some_and(|f| f.is_at(&location));
+                same_file && inner.opened.as_ref().is_none_or(|f| f.check().is_ok())
+            })
+            .map(|(_, inner)| inner)
         {
             if inner.config == config {
                 return Ok(SqliteEventLog { inner });
@@ -240,7 +248,12 @@ impl Inner {
                 })?
         };
         let shared = (location == Location::Memory).then_some(conn);
-        let readers = Arc::new(Readers::new(location.clone(), config.clone(), shared));
+        let readers = Arc::new(Readers::new(
+            location.clone(),
+            config.clone(),
+            shared,
+            opened.clone(),
+        ));
         Ok(Inner {
             location,
             config,
@@ -318,17 +331,26 @@ impl EventLog for SqliteEventLog {
             .readers
             .read(move |conn, location| {
                 let entity = || format!("entity {type_name}/{id}");
-                let stored: Option<i64> = conn
+                let corrupt = |reason: String| EventLogError::Corrupt {
+                    backend: "sqlite",
+                    location: format!("{}, {}", location.describe(), entity()),
+                    reason,
+                };
+                let stored = conn
                     .prepare_cached(writer::LAST_SEQ_NO)
-                    .and_then(|mut s| s.query_row(params![type_name, id], |row| row.get(0)))
+                    .and_then(|mut s| {
+                        s.query_row(params![type_name, id], |row| row.get::<_, Value>(0))
+                    })
                     .map_err(|e| writer::read_error(location, entity, "read the last seq_no", e))?;
                 match stored {
-                    None => Ok(SeqNo::ZERO),
-                    Some(n) => SeqNo::from_i64(n).ok_or_else(|| EventLogError::Corrupt {
-                        backend: "sqlite",
-                        location: format!("{}, {}", location.describe(), entity()),
-                        reason: format!("negative seq_no {n}"),
-                    }),
+                    Value::Null => Ok(SeqNo::ZERO),
+                    Value::Integer(n) => {
+                        SeqNo::from_i64(n).ok_or_else(|| corrupt(format!("negative seq_no {n}")))
+                    }
+                    other => Err(corrupt(format!(
+                        "the last seq_no is {:?}, not an integer",
+                        other.data_type()
+                    ))),
                 }
             })
             .await
@@ -578,7 +600,20 @@ fn read_by_type(
         .map_err(failed)?;
     let mut envelopes = VecDeque::new();
     while let Some(row) = rows.next().map_err(failed)? {
-        let position: i64 = row.get(0).map_err(failed)?;
+        let position = match row.get_ref(0).map_err(failed)? {
+            ValueRef::Integer(n) => n,
+            other => {
+                return Err(EventLogError::Corrupt {
+                    backend: "sqlite",
+                    location: format!(
+                        "{}, entity type {type_name}, after position {:?}",
+                        location.describe(),
+                        envelopes.back().map(|e: &EventEnvelope| e.position.get())
+                    ),
+                    reason: format!("a position is {:?}, not an integer", other.data_type()),
+                });
+            }
+        };
         let id = match row.get_ref(1).map_err(failed)? {
             ValueRef::Text(text) => std::str::from_utf8(text)
                 .map_err(|e| corrupt(position, format!("the entity id is not UTF-8: {e}")))?

@@ -4,7 +4,7 @@
 
 use crate::{
     SqliteConfig,
-    schema::{self, Location},
+    schema::{self, Location, OpenedFile},
 };
 use eventsourced::{EventLogError, SnapshotStoreError};
 use rusqlite::Connection;
@@ -18,8 +18,13 @@ pub(crate) struct Readers {
     /// For `:memory:`: the writer's connection, the only one that sees the data.
     shared: Option<Arc<Mutex<Connection>>>,
     idle: Mutex<Vec<Connection>>,
-    /// Bounds the connections in use at once.
-    permits: Semaphore,
+    /// Bounds the connections open at once: a permit is held for as long as
+    /// its blocking read runs, even if the caller's future is dropped.
+    permits: Arc<Semaphore>,
+    /// The file the writer opened; `None` for `:memory:`. A read that finds
+    /// the path naming another file (or none) fails rather than answer from
+    /// a file that no one else will see again.
+    opened: Option<OpenedFile>,
 }
 
 /// A read could not run at all.
@@ -29,6 +34,8 @@ pub(crate) enum ReadFailure {
     Open(String, rusqlite::Error),
     /// The blocking task panicked or was cancelled.
     Task(String, tokio::task::JoinError),
+    /// The database file was removed or replaced since the log opened it.
+    Replaced(String, String),
 }
 
 impl std::fmt::Display for ReadFailure {
@@ -36,6 +43,7 @@ impl std::fmt::Display for ReadFailure {
         match self {
             ReadFailure::Open(file, e) => write!(f, "cannot open a read connection to {file}: {e}"),
             ReadFailure::Task(file, e) => write!(f, "a read of {file} did not complete: {e}"),
+            ReadFailure::Replaced(file, reason) => write!(f, "{file}: {reason}"),
         }
     }
 }
@@ -59,14 +67,16 @@ impl Readers {
         location: Location,
         config: SqliteConfig,
         shared: Option<Arc<Mutex<Connection>>>,
+        opened: Option<OpenedFile>,
     ) -> Self {
-        let permits = Semaphore::new(config.read_connections);
+        let permits = Arc::new(Semaphore::new(config.read_connections));
         Readers {
             location,
             config,
             shared,
             idle: Mutex::new(Vec::new()),
             permits,
+            opened,
         }
     }
 
@@ -88,13 +98,17 @@ impl Readers {
         T: Send + 'static,
         E: From<ReadFailure> + Send + 'static,
     {
-        // The semaphore is never closed.
-        let _permit = self.permits.acquire().await;
+        // The semaphore is never closed, so this is always a permit.
+        let permit = Arc::clone(&self.permits).acquire_owned().await;
         let this = Arc::clone(self);
         let describe = || self.location.describe();
-        tokio::task::spawn_blocking(move || this.read_blocking(f))
-            .await
-            .map_err(|e| E::from(ReadFailure::Task(describe(), e)))?
+        tokio::task::spawn_blocking(move || {
+            // Released when the read is done, not when the caller stops waiting.
+            let _permit = permit;
+            this.read_blocking(f)
+        })
+        .await
+        .map_err(|e| E::from(ReadFailure::Task(describe(), e)))?
     }
 
     fn read_blocking<T, E: From<ReadFailure>>(
@@ -127,6 +141,14 @@ impl Readers {
             }
         };
         let result = f(&conn, &self.location);
+        // Checked after the read: what it returned came from the opened file
+        // only if the path still names that file now.
+        if let Some(Err(reason)) = self.opened.as_ref().map(OpenedFile::check) {
+            return Err(E::from(ReadFailure::Replaced(
+                self.location.describe(),
+                reason,
+            )));
+        }
         // A read never leaves a transaction open, so the connection is reusable.
         self.idle
             .lock()

@@ -79,7 +79,15 @@ impl Location {
         };
         fs::create_dir_all(&dir).map_err(io("create the directory", &dir))?;
         let dir = fs::canonicalize(&dir).map_err(io("resolve the directory", &dir))?;
-        Ok(Location::File(dir.join(file_name)))
+        let file = dir.join(file_name);
+        // An existing file by its real path, symlinks resolved, as SQLite
+        // resolves them: so that a link and its target are one database
+        // here too, and its write-ahead log is looked for where SQLite keeps it.
+        match fs::canonicalize(&file) {
+            Ok(real) => Ok(Location::File(real)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Location::File(file)),
+            Err(e) => Err(io("resolve the path", &file)(e)),
+        }
     }
 
     /// For errors and logs.
@@ -202,6 +210,14 @@ impl OpenedFile {
             path: path.clone(),
             id: file_id(&metadata),
         }))
+    }
+
+    /// Whether `location` names this same file (by another hard link, say).
+    pub(crate) fn is_at(&self, location: &Location) -> bool {
+        let Location::File(path) = location else {
+            return false;
+        };
+        fs::metadata(path).is_ok_and(|metadata| file_id(&metadata) == self.id)
     }
 
     /// `Err` with the reason if the path no longer names the opened file.

@@ -12,6 +12,7 @@ use eventsourced::{EventLogError, SeqNo, SnapshotStoreError};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::{
     collections::HashMap,
+    fmt,
     sync::{Arc, Mutex, mpsc},
     time::{Duration, Instant},
 };
@@ -241,6 +242,8 @@ pub(crate) fn run(
             Err(failure) => {
                 seq_nos.clear();
                 tracing::error!(file = %location.describe(), error = %failure.reason, "sqlite group commit failed");
+                // Followers read again now, and so find out if the file is gone.
+                head.send_modify(|_| {});
                 outcomes.clear();
                 for request in batch.drain(..) {
                     reply(request, Outcome::Failed(failure.clone()), &location);
@@ -525,7 +528,25 @@ pub(crate) fn read_error(
         EventLogError::Backend {
             backend: "sqlite",
             operation,
-            source: Box::new(error),
+            source: Box::new(ReadError {
+                at: format!("{}, {}", location.describe(), what()),
+                source: error,
+            }),
         }
     }
 }
+
+/// A failed read, with the file and what was read.
+#[derive(Debug)]
+struct ReadError {
+    at: String,
+    source: rusqlite::Error,
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.at, self.source)
+    }
+}
+
+impl std::error::Error for ReadError {}
