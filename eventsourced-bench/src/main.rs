@@ -182,8 +182,18 @@ impl Output {
         record.run = self.run;
         if self.json {
             let mut stdout = std::io::stdout().lock();
-            let _ = writeln!(stdout, "{}", report::json_line(&record));
-            let _ = stdout.flush();
+            let written =
+                writeln!(stdout, "{}", report::json_line(&record)).and_then(|()| stdout.flush());
+            drop(stdout);
+            // With --json the lines are the results: losing one is a failure.
+            if let Err(error) = written {
+                let message = format!(
+                    "{} {} (run {}): cannot write its JSON line to stdout: {error}",
+                    record.backend, record.workload, self.run
+                );
+                eprintln!("FAILED {message}");
+                self.failures.push(message);
+            }
         } else {
             eprintln!(
                 "  {} {}: {:.3} s",
@@ -227,13 +237,18 @@ async fn run_on<B: Backend>(backend: &B, workload: WorkloadArg, scale: &Scale, o
 
     // Idle first, while the heap is still clean: in the first run only.
     if wants(WorkloadArg::Idle) && out.run == 1 {
-        if name == Memory::NAME {
+        if name == Memory::NAME && workload == WorkloadArg::Idle {
             run_one(backend, "idle", out, |fresh| async move {
                 workloads::idle(name, &fresh, scale.idle_entities)
                     .await
                     .map(|r| (fresh, vec![r]))
             })
             .await;
+        } else if name == Memory::NAME {
+            match idle_in_child(scale).await {
+                Ok(records) => records.into_iter().for_each(|record| out.emit(record)),
+                Err(error) => out.fail(name, "idle", &error),
+            }
         } else if workload == WorkloadArg::Idle {
             eprintln!("  idle measures the in-memory runtime only; skipped for {name}");
         }
@@ -288,6 +303,46 @@ async fn run_on<B: Backend>(backend: &B, workload: WorkloadArg, scale: &Scale, o
             .await;
         }
     }
+}
+
+/// Runs `idle` in a process of its own (this binary with `--workload idle
+/// --json`) when other workloads follow it: the allocator keeps the heap of
+/// its entities once they are gone, and the peak RSS of every later run would
+/// be idle's.
+async fn idle_in_child(scale: &Scale) -> Result<Vec<Record>, BoxError> {
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    command.args(["--backend", "memory", "--workload", "idle", "--json"]);
+    if scale.quick {
+        command.arg("--quick");
+    }
+    if workloads::SABOTAGE_VERIFICATION.load(std::sync::atomic::Ordering::Relaxed) {
+        command.arg("--sabotage-verification");
+    }
+    let output = tokio::task::spawn_blocking(move || command.output()).await??;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let failures = stderr
+            .lines()
+            .filter(|line| line.starts_with("FAILED"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(format!("its process ended with {}: {failures}", output.status).into());
+    }
+    let stdout = String::from_utf8(output.stdout)?;
+    let records = stdout
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<Record>(line).map(|record| Record {
+                backend: Memory::NAME,
+                ..record
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| format!("its process printed a line that is not a result: {error}"))?;
+    if records.is_empty() {
+        return Err("its process printed no result".into());
+    }
+    Ok(records)
 }
 
 /// Runs one workload on fresh storage, records its results with the peak RSS,
@@ -392,7 +447,11 @@ async fn main() -> ExitCode {
     if args.json {
         eprint!("{summary}");
     } else {
-        print!("{summary}");
+        let mut stdout = std::io::stdout().lock();
+        if let Err(error) = write!(stdout, "{summary}").and_then(|()| stdout.flush()) {
+            out.failures
+                .push(format!("cannot write the table to stdout: {error}"));
+        }
     }
     if out.failures.is_empty() {
         ExitCode::SUCCESS

@@ -1,13 +1,16 @@
 //! One result line, latency percentiles, memory readings, and the output: a
 //! readable table or one JSON object per result.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::{fmt::Write as _, time::Duration};
 
 /// One result line of the benchmark. `None` fields are `null` in JSON and `-`
 /// in the table.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Record {
+    /// Not read back from JSON (a `&'static str`): whoever reads a record
+    /// sets it.
+    #[serde(skip_deserializing)]
     pub(crate) backend: &'static str,
     pub(crate) workload: String,
     /// Commands (or raw writes, or spawned entities for `idle`).

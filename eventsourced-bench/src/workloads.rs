@@ -242,6 +242,13 @@ pub(crate) async fn recovery<L: EventLog, S: SnapshotStore>(
 ) -> Result<Record, BoxError> {
     let ids: Vec<String> = (0..entities).map(|i| format!("recovery-{i}")).collect();
     let snapshot_seq_no = snapshot_every.map_or(0, |every| events / every * every);
+    // Only a recovery that read the snapshot has the snapshot's offset.
+    let expected = value_after(events)
+        + if snapshot_seq_no > 0 {
+            SNAPSHOT_MARK
+        } else {
+            0
+        };
     stream::iter(&ids)
         .map(Ok)
         .try_for_each_concurrent(CONCURRENCY, |id| {
@@ -255,10 +262,10 @@ pub(crate) async fn recovery<L: EventLog, S: SnapshotStore>(
             let counter = spawn(fresh, id, snapshot_every.unwrap_or(0)).await?;
             let value = get(&counter).await?;
             let took = micros(start.elapsed());
-            if value != value_after(events) {
+            if value != expected {
                 return Err(format!(
-                    "verification failed: entity {id} recovered the value {value}, expected {}",
-                    value_after(events)
+                    "verification failed: entity {id} recovered the value {value}, expected {expected}{}",
+                    if value == value_after(events) { " (its snapshot was not read)" } else { "" }
                 )
                 .into());
             }
@@ -286,8 +293,13 @@ pub(crate) async fn recovery<L: EventLog, S: SnapshotStore>(
     )))
 }
 
+/// Added to the state of the snapshots that `populate` saves, so that a
+/// recovery that ignored its snapshot (and replayed every event) shows.
+const SNAPSHOT_MARK: u64 = 1_000_000;
+
 /// Appends `events` events for `id`, `per_append` at a time, and saves the
-/// snapshot as of `snapshot_seq_no` unless it is 0.
+/// snapshot as of `snapshot_seq_no` unless it is 0 (its state offset by
+/// [`SNAPSHOT_MARK`]).
 async fn populate<L: EventLog, S: SnapshotStore>(
     fresh: &Fresh<L, S>,
     id: &str,
@@ -312,7 +324,10 @@ async fn populate<L: EventLog, S: SnapshotStore>(
         }
     }
     if snapshot_seq_no > 0 {
-        let state = Binarize::encode(&SerdeJson, &Counter(value_after(snapshot_seq_no)))?;
+        let state = Binarize::encode(
+            &SerdeJson,
+            &Counter(value_after(snapshot_seq_no) + SNAPSHOT_MARK),
+        )?;
         fresh
             .snapshots
             .save(Counter::TYPE_NAME, id, SeqNo::new(snapshot_seq_no), state)
@@ -486,4 +501,36 @@ pub(crate) async fn log_append<L: EventLog, S: SnapshotStore>(
         &mut latencies,
     )
     .with_note("EventLog::append awaited one by one, no entity; p50/p99 per append"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventsourced::{MemoryEventLog, NoopSnapshotStore};
+
+    /// The snapshots that `recovery` saves hold a state that replaying the
+    /// events cannot give, so a recovery that ignored them fails the check.
+    #[tokio::test]
+    async fn recovery_that_ignores_its_snapshots_fails_verification() {
+        let without_snapshots = Fresh {
+            log: MemoryEventLog::default(),
+            snapshots: NoopSnapshotStore,
+            place: "memory".to_owned(),
+        };
+        let error = recovery("memory", &without_snapshots, 2, 200, 1, Some(64))
+            .await
+            .expect_err("the saved snapshots were dropped, so recovery replayed every event");
+        assert!(
+            error.to_string().contains("its snapshot was not read"),
+            "{error}"
+        );
+        let with_snapshots = Fresh {
+            log: MemoryEventLog::default(),
+            snapshots: eventsourced::MemorySnapshotStore::default(),
+            place: "memory".to_owned(),
+        };
+        recovery("memory", &with_snapshots, 2, 200, 1, Some(64))
+            .await
+            .expect("a recovery from the snapshots passes");
+    }
 }

@@ -121,6 +121,50 @@ fn quick_memory_run_verifies_and_prints_json_per_result() {
             .as_f64()
             .is_some_and(|b| b > 0.0)
     );
+    // Idle ran in a process of its own: the heap its entities left behind
+    // does not count toward the later runs' peaks.
+    let peak = |record: &Value| record["peak_rss_kib"].as_u64().expect("a peak");
+    assert!(
+        records[1..]
+            .iter()
+            .all(|record| peak(record) < peak(&records[0])),
+        "every later run's peak is below idle's {} KiB: {:?}",
+        peak(&records[0]),
+        records
+            .iter()
+            .map(|r| (&r["workload"], peak(r)))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// With `--json` the lines are the results: if they cannot be written (here a
+/// full disk), the run fails instead of exiting 0 with nothing recorded. So
+/// does the table without `--json`.
+#[test]
+fn results_that_cannot_be_written_fail_the_run() {
+    for json in [true, false] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full opens");
+        let mut args = vec!["--backend", "memory", "--workload", "seq", "--quick"];
+        if json {
+            args.push("--json");
+        }
+        let output = Command::new(env!("CARGO_BIN_EXE_eventsourced-bench"))
+            .args(&args)
+            .stdout(Stdio::from(full))
+            .stderr(Stdio::piped())
+            .output()
+            .expect("the bench runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{args:?} with stdout on a full disk:\n{stderr}"
+        );
+        assert!(stderr.contains("cannot write"), "{stderr}");
+    }
 }
 
 #[test]

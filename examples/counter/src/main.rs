@@ -61,8 +61,10 @@ impl EventSourced for Counter {
 
     fn handle_event(self, event: CounterEvent) -> Self {
         match event {
-            CounterEvent::Increased(n) => Counter(self.0 + n),
-            CounterEvent::Decreased(n) => Counter(self.0 - n),
+            // The commands allow no event that would leave the range;
+            // saturating keeps a log edited by hand from panicking replay.
+            CounterEvent::Increased(n) => Counter(self.0.saturating_add(n)),
+            CounterEvent::Decreased(n) => Counter(self.0.saturating_sub(n)),
         }
     }
 }
@@ -235,7 +237,7 @@ async fn sqlite(args: &Args) -> Result<Summary, Box<dyn Error>> {
     let ids = (0..args.counters).map(|n| format!("counter-{n}"));
     let mismatches = ids
         .zip(&summary.recovered)
-        .filter(|(id, value)| totals.values.get(id) != Some(*value) && **value != 0)
+        .filter(|(id, value)| totals.values.get(id).copied().unwrap_or(0) != **value)
         .count();
     println!(
         "read model counter_totals: {} rows, {} events applied this run in {}, {}",
@@ -315,7 +317,16 @@ async fn run<L: EventLog, S: SnapshotStore>(
 
     // Load: every counter gets its commands one after another, all counters
     // at once.
-    let total = u64::try_from(counters.len()).unwrap_or(u64::MAX) * args.commands;
+    let total = u64::try_from(counters.len())
+        .ok()
+        .and_then(|n| n.checked_mul(args.commands))
+        .ok_or_else(|| {
+            format!(
+                "{} counters x {} commands is more commands than a u64 counts",
+                counters.len(),
+                args.commands
+            )
+        })?;
     println!(
         "sending {} commands to each of {} counters ({total} commands)...",
         args.commands,
@@ -333,9 +344,11 @@ async fn run<L: EventLog, S: SnapshotStore>(
     let elapsed = started.elapsed();
     progress.abort();
     let rate = per_second(total, elapsed);
-    let rejected: u64 = outcomes.iter().map(|o| o.rejected).sum();
+    let underflows: u64 = outcomes.iter().map(|o| o.underflows).sum();
+    let overflows: u64 = outcomes.iter().map(|o| o.overflows).sum();
     println!(
-        "{total} commands in {} ({rate:.0} commands/s), {rejected} rejected with Underflow",
+        "{total} commands in {} ({rate:.0} commands/s), rejected: {underflows} with Underflow, \
+         {overflows} with Overflow",
         millis(elapsed)
     );
 
@@ -432,7 +445,8 @@ struct Summary {
 /// What one counter's commands came to.
 struct Outcome {
     last_value: u64,
-    rejected: u64,
+    underflows: u64,
+    overflows: u64,
 }
 
 /// Sends `commands` commands to `counter`, one after another: mostly
@@ -446,7 +460,8 @@ async fn drive(
 ) -> Result<Outcome, Box<dyn Error>> {
     let mut outcome = Outcome {
         last_value: counter.handle_command(Get).await?.unwrap_or_default(),
-        rejected: 0,
+        underflows: 0,
+        overflows: 0,
     };
     for n in 0..commands {
         let reply = if n % 10 == 9 {
@@ -458,7 +473,8 @@ async fn drive(
         };
         match reply {
             Ok(value) => outcome.last_value = value,
-            Err(CounterError::Underflow | CounterError::Overflow) => outcome.rejected += 1,
+            Err(CounterError::Underflow) => outcome.underflows += 1,
+            Err(CounterError::Overflow) => outcome.overflows += 1,
         }
         done.fetch_add(1, Ordering::Relaxed);
     }

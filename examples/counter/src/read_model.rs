@@ -34,9 +34,15 @@ impl SqliteHandler for CounterTotals {
         e: &ProjectedEvent<CounterEvent>,
     ) -> Result<(), HandlerError> {
         let delta = match e.event {
-            CounterEvent::Increased(n) => i64::try_from(n)?,
-            CounterEvent::Decreased(n) => -i64::try_from(n)?,
-        };
+            CounterEvent::Increased(n) => i64::try_from(n),
+            CounterEvent::Decreased(n) => i64::try_from(n).map(|n| -n),
+        }
+        .map_err(|_| {
+            format!(
+                "event {} of {} changes the counter by {:?}, more than counter_totals holds",
+                e.seq_no, e.id, e.event
+            )
+        })?;
         tx.execute(
             "INSERT INTO counter_totals (id, value, events) VALUES (?1, ?2, 1)
              ON CONFLICT (id) DO UPDATE SET value = value + excluded.value, events = events + 1",
@@ -108,8 +114,14 @@ pub(crate) async fn catch_up(log: &SqliteEventLog, path: &Path) -> Result<Totals
         .await?;
     let values = rows
         .into_iter()
-        .map(|(id, value)| Ok((id, u64::try_from(value)?)))
-        .collect::<Result<_, std::num::TryFromIntError>>()?;
+        .map(|(id, value)| match u64::try_from(value) {
+            Ok(value) => Ok((id, value)),
+            Err(_) => Err(format!(
+                "counter_totals holds the negative total {value} for {id}: \
+                 its events do not add up (was the log edited by hand?)"
+            )),
+        })
+        .collect::<Result<_, String>>()?;
     Ok(Totals {
         values,
         handled: state.handled,
