@@ -26,9 +26,10 @@ use std::fmt;
 ///     const TYPE_NAME: &'static str = "counter";
 ///
 ///     fn handle_event(self, event: CounterEvent) -> Self {
+///         // Saturating: a replayed log edited by hand must not panic.
 ///         match event {
-///             CounterEvent::Increased(n) => Counter(self.0 + n),
-///             CounterEvent::Decreased(n) => Counter(self.0 - n),
+///             CounterEvent::Increased(n) => Counter(self.0.saturating_add(n)),
+///             CounterEvent::Decreased(n) => Counter(self.0.saturating_sub(n)),
 ///         }
 ///     }
 /// }
@@ -60,7 +61,7 @@ pub trait EventSourced: Sized + Send + 'static {
 /// # impl EventSourced for Counter {
 /// #     type Id = String; type Event = CounterEvent; const TYPE_NAME: &'static str = "counter";
 /// #     fn handle_event(self, event: CounterEvent) -> Self { match event {
-/// #         CounterEvent::Increased(n) => Counter(self.0 + n), CounterEvent::Decreased(n) => Counter(self.0 - n) } }
+/// #         CounterEvent::Increased(n) => Counter(self.0.saturating_add(n)), CounterEvent::Decreased(n) => Counter(self.0.saturating_sub(n)) } }
 /// # }
 ///
 /// #[derive(Debug)]
