@@ -146,9 +146,9 @@ impl SnapshotStore for SqliteSnapshotStore {
                     .map_err(failed)?
                     .map(|row| match row {
                         (Some(seq_no), Some(state)) => Ok((seq_no, state)),
-                        (None, _) => {
-                            Err(corrupt("the seq_no is not a positive integer".to_owned()))
-                        }
+                        (None, _) => Err(corrupt(
+                            "the seq_no is not a non-negative integer".to_owned(),
+                        )),
                         (_, None) => Err(corrupt("the state is not a blob".to_owned())),
                     })
                     .transpose()

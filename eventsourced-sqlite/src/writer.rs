@@ -158,11 +158,16 @@ const INSERT_EVENT: &str = "INSERT INTO events (type_name, entity_id, seq_no, po
      VALUES (?1, ?2, ?3, ?4, ?5)";
 pub(crate) const LAST_POSITION: &str = "SELECT last_position FROM log_head WHERE id = 0";
 const SET_LAST_POSITION: &str = "UPDATE log_head SET last_position = ?1 WHERE id = 0";
+/// Keeps the newer snapshot; a damaged row (a seq_no that is not a
+/// non-negative integer, or a state that is not a blob, which `load` reports
+/// as `Corrupt`) is replaced: SQLite orders text and blobs above every
+/// number, so a plain comparison would keep it forever.
 const SAVE_SNAPSHOT: &str = "INSERT INTO snapshots (type_name, entity_id, seq_no, state) \
      VALUES (?1, ?2, ?3, ?4) \
      ON CONFLICT (type_name, entity_id) DO UPDATE \
      SET seq_no = excluded.seq_no, state = excluded.state \
-     WHERE excluded.seq_no >= snapshots.seq_no";
+     WHERE typeof(snapshots.seq_no) <> 'integer' OR snapshots.seq_no < 0 \
+        OR typeof(snapshots.state) <> 'blob' OR excluded.seq_no >= snapshots.seq_no";
 
 /// Runs the writer until every sender is gone.
 pub(crate) fn run(
