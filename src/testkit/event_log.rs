@@ -19,6 +19,8 @@ pub async fn check_event_log<L: EventLog>(log: L) {
     events_by_type_catches_up_then_follows(&log).await;
     resuming_yields_each_later_event_once_in_order(&log).await;
     concurrent_appends_lose_and_duplicate_nothing(&log).await;
+    live_stream_follows_concurrent_appends(&log).await;
+    long_catch_up_crosses_every_page(&log).await;
     odd_ids_round_trip_or_are_refused(&log).await;
     types_never_share_a_sequence(&log).await;
     empty_append_is_an_optimistic_check(&log).await;
@@ -98,8 +100,32 @@ async fn round_trip<L: EventLog>(log: &L) {
     );
     assert_eq!(
         by_id(log, &type_name, "a", 1).await,
-        vec![(SeqNo::new(1), all_bytes)],
+        vec![(SeqNo::new(1), all_bytes.clone())],
         "an event (all 256 byte values) must read back unchanged"
+    );
+    // Empty events are events (prost encodes a default message to 0 bytes).
+    let with_empty = [Bytes::new(), event("between"), Bytes::new()];
+    assert_eq!(
+        append(log, &type_name, "a", 1, &with_empty).await,
+        SeqNo::new(4)
+    );
+    let expected: Vec<(SeqNo, Bytes)> = (1..)
+        .map(SeqNo::new)
+        .zip([all_bytes].into_iter().chain(with_empty))
+        .collect();
+    assert_eq!(
+        by_id(log, &type_name, "a", 1).await,
+        expected,
+        "empty events must be stored and read back by id like any other"
+    );
+    let by_type: Vec<(SeqNo, Bytes)> = take_live(log, &type_name, Position::START, 4)
+        .await
+        .into_iter()
+        .map(|e| (e.seq_no, e.event))
+        .collect();
+    assert_eq!(
+        by_type, expected,
+        "empty events must be read back by type like any other"
     );
     assert_eq!(
         log.last_seq_no(&type_name, "never-written")
@@ -446,6 +472,164 @@ async fn concurrent_appends_lose_and_duplicate_nothing<L: EventLog>(log: &L) {
     }
 }
 
+/// A live stream, following from the start while several writers append to
+/// entities of their own at once (one to three events per append), yields
+/// every acknowledged event exactly once, in increasing positions, each
+/// entity's in seq_no order, however the writers' commits interleave (an
+/// event that commits after a higher-positioned one must not be skipped);
+/// resuming from any of them yields exactly the later ones.
+async fn live_stream_follows_concurrent_appends<L: EventLog>(log: &L) {
+    const WRITERS: usize = 6;
+    const APPENDS: u64 = 20;
+    let type_name = unique_type_name("live-concurrent");
+    let per_writer: u64 = (0..APPENDS).map(|n| 1 + n % 3).sum();
+    let total = 1 + usize::try_from(per_writer).expect("small") * WRITERS;
+    append(log, &type_name, "marker", 0, &[event("marker")]).await;
+
+    // The follower reads the marker, says so, and then follows the writers.
+    let (following_tx, following) = tokio::sync::oneshot::channel::<()>();
+    let follower = {
+        let (log, type_name) = (log.clone(), type_name.clone());
+        tokio::spawn(async move {
+            let mut following_tx = Some(following_tx);
+            let mut live = Box::pin(log.events_by_type(&type_name, Position::START));
+            let mut seen = Vec::with_capacity(total);
+            while seen.len() < total {
+                let next = timeout(LIVE_TIMEOUT, live.next()).await;
+                match next {
+                    Ok(Some(Ok(envelope))) => seen.push(envelope),
+                    Ok(Some(Err(e))) => panic!("a live events_by_type must not fail: {e}"),
+                    Ok(None) => panic!("a live events_by_type must not end"),
+                    Err(_) => panic!(
+                        "a live events_by_type stopped after {} of {total} events: no event \
+                         for {LIVE_TIMEOUT:?} while appends went on or had been acknowledged",
+                        seen.len()
+                    ),
+                }
+                if seen.len() == 1 {
+                    if let Some(tx) = following_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+            seen
+        })
+    };
+    following
+        .await
+        .expect("the follower must read the first event");
+
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let (log, type_name) = (log.clone(), type_name.clone());
+            tokio::spawn(async move {
+                let id = format!("writer-{writer}");
+                let mut last = 0;
+                let mut acknowledged = Vec::new();
+                for n in 0..APPENDS {
+                    let events: Vec<Bytes> = (0..1 + n % 3)
+                        .map(|k| event(format!("{id}/{n}/{k}")))
+                        .collect();
+                    let new_last = append(&log, &type_name, &id, last, &events).await;
+                    for (seq_no, e) in (last + 1..).zip(events) {
+                        acknowledged.push((id.clone(), seq_no, e));
+                    }
+                    last = new_last.get();
+                    // Now and then a pause, so the follower catches up and
+                    // goes live again, many times over.
+                    if n % 4 == writer as u64 % 4 {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    let mut acknowledged = vec![("marker".to_owned(), 1, event("marker"))];
+    for writer in writers {
+        acknowledged.extend(writer.await.expect("writer must not panic"));
+    }
+    let seen = follower.await.expect("the follower must not panic");
+
+    assert!(
+        seen.windows(2).all(|w| w[0].position < w[1].position),
+        "a live stream's positions must increase"
+    );
+    let mut delivered: Vec<(String, u64, Bytes)> = seen
+        .iter()
+        .map(|e| (e.id.clone(), e.seq_no.get(), e.event.clone()))
+        .collect();
+    let mut last_per_entity: HashMap<&str, u64> = HashMap::new();
+    for (id, seq_no, _) in &delivered {
+        let last = last_per_entity.entry(id).or_default();
+        assert_eq!(
+            *seq_no,
+            *last + 1,
+            "a live stream must yield each entity's events once, in seq_no order ({id})"
+        );
+        *last = *seq_no;
+    }
+    delivered.sort();
+    acknowledged.sort();
+    assert_eq!(
+        delivered, acknowledged,
+        "a live stream must yield exactly the acknowledged events"
+    );
+    for cut in [total / 3, total * 2 / 3, total - 2] {
+        let rest = take_live(log, &type_name, seen[cut].position.next(), total - cut - 1).await;
+        assert_eq!(
+            rest,
+            seen[cut + 1..],
+            "resuming after position {} must yield exactly the later events",
+            seen[cut].position
+        );
+    }
+}
+
+/// A catch-up of 10,000 events, written 1,000 per append between appends of
+/// another type, yields every one in order: no event is lost or repeated at
+/// the boundary of whatever pages or chunks the backend reads in.
+async fn long_catch_up_crosses_every_page<L: EventLog>(log: &L) {
+    const APPENDS: u64 = 10;
+    const PER_APPEND: u64 = 1000;
+    let type_name = unique_type_name("long-catch-up");
+    let other_type = unique_type_name("long-catch-up-other");
+    for n in 0..APPENDS {
+        let id = format!("p{n}");
+        let events: Vec<Bytes> = (1..=PER_APPEND)
+            .map(|k| event(format!("{id}/{k}")))
+            .collect();
+        append(log, &type_name, &id, 0, &events).await;
+        append(log, &other_type, &id, 0, &[event("other")]).await;
+    }
+    let total = usize::try_from(APPENDS * PER_APPEND).expect("small");
+    let all = take_live(log, &type_name, Position::START, total).await;
+    let expected = (0..APPENDS).flat_map(|n| (1..=PER_APPEND).map(move |k| (n, k)));
+    for (envelope, (n, k)) in all.iter().zip(expected) {
+        assert_eq!(
+            (envelope.id.as_str(), envelope.seq_no.get(), &envelope.event),
+            (format!("p{n}").as_str(), k, &event(format!("p{n}/{k}"))),
+            "a long catch-up must yield every event once, in append order"
+        );
+    }
+    assert!(
+        all.windows(2).all(|w| w[0].position < w[1].position),
+        "positions must increase"
+    );
+    let middle = total / 2 - 1;
+    let rest = take_live(
+        log,
+        &type_name,
+        all[middle].position.next(),
+        total - middle - 1,
+    )
+    .await;
+    assert!(
+        rest == all[middle + 1..],
+        "resuming in the middle of a long catch-up must yield exactly the later events"
+    );
+}
+
 async fn odd_ids_round_trip_or_are_refused<L: EventLog>(log: &L) {
     let type_name = unique_type_name("odd-ids");
     let mut stored = Vec::new();
@@ -485,6 +669,24 @@ async fn odd_ids_round_trip_or_are_refused<L: EventLog>(log: &L) {
     assert_eq!(
         ids, stored,
         "events_by_type must return every odd id unchanged"
+    );
+    // And live: a stream that has caught up gets each id's second event.
+    let after = envelopes
+        .last()
+        .map_or(Position::START, |e| e.position.next());
+    let live = {
+        let (log, type_name, n) = (log.clone(), type_name.clone(), stored.len());
+        tokio::spawn(async move { take_live(&log, &type_name, after, n).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for id in &stored {
+        append(log, &type_name, id, 1, &[event(format!("second of {id}"))]).await;
+    }
+    let live = live.await.expect("the live reader must not panic");
+    let live_ids: Vec<&str> = live.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(
+        live_ids, stored,
+        "events_by_type must deliver every odd id unchanged live too"
     );
     let empty = log.append(&type_name, "", SeqNo::ZERO, &[event("x")]).await;
     assert!(

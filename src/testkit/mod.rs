@@ -50,6 +50,14 @@ pub const ODD_IDS: &[&str] = &[
     "ünïcødé-✓",
     "emoji 🎉",
     "日本語",
+    // What a backend that escapes separators might map the ids above to: each
+    // must stay an entity of its own.
+    "a_b",
+    "a%20b",
+    "a%2Eb",
+    "a\\.b",
+    "a~b",
+    "A b",
 ];
 
 /// A type name no other call of this process or of another process uses:
