@@ -107,11 +107,32 @@ pub enum PostgresError {
         source: tokio_postgres::Error,
     },
 
-    /// A statement failed (server error or lost connection).
-    #[error("PostgreSQL failed to {operation}: {}", error_chain(.source))]
+    /// `setup` found a table of the configured name that is not one it
+    /// creates: a column is missing or has another type, nullability or
+    /// collation, or a key the log relies on is missing. The log detects a
+    /// stale append through the primary key, so it refuses a table without it
+    /// rather than let a stale append write a second event with the same
+    /// seq_no. Nothing was changed.
+    #[error(
+        "table {table} exists but is not the table setup() creates: {}; drop or \
+         rename it, or set `schema` / the table name in the config to another",
+        .differences.join("; ")
+    )]
+    IncompatibleTable {
+        /// The qualified table name.
+        table: String,
+        /// Each difference from the expected shape, e.g. `no column "seq_no"`.
+        differences: Vec<String>,
+    },
+
+    /// A statement on `table` failed (server error or lost connection).
+    #[error("PostgreSQL failed to {operation} on {table}: {}", error_chain(.source))]
     Query {
         /// What was attempted.
         operation: &'static str,
+        /// The qualified table the statement worked on: a server error such
+        /// as `column "id" does not exist` does not say which table it means.
+        table: String,
         /// The driver's error.
         #[source]
         source: tokio_postgres::Error,
@@ -130,11 +151,11 @@ pub enum PostgresError {
         timeout: Duration,
     },
 
-    /// A background task (the group-commit writer, a lookup task) is gone,
-    /// because the tokio runtime it ran on shut down.
+    /// A background task (the group-commit writer, a lookup task) is gone:
+    /// the tokio runtime it ran on shut down, or (a bug) the task panicked.
     #[error(
         "a background task of the PostgreSQL event log or snapshot store has stopped \
-         (its tokio runtime shut down); create the log or store again"
+         (its tokio runtime shut down, or the task panicked); create the log or store again"
     )]
     Stopped,
 
@@ -202,7 +223,11 @@ impl PostgresError {
                     source,
                 }
             }
-            _ => PostgresError::Query { operation, source },
+            _ => PostgresError::Query {
+                operation,
+                table: table.to_owned(),
+                source,
+            },
         }
     }
 }

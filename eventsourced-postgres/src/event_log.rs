@@ -3,7 +3,7 @@
 use crate::{
     PostgresConfig, PostgresError, listener,
     lookup::{KeyQuery, Lookups},
-    pooled,
+    pooled, shape,
     tables::Tables,
     writer::{self, AppendRequest},
 };
@@ -232,15 +232,15 @@ impl PostgresEventLog {
 
     /// Creates the schema, the event table and its indexes if they do not
     /// exist. Safe to run concurrently and repeatedly.
+    ///
+    /// An existing table of the configured name is kept only if it has the
+    /// columns and keys the log relies on, checked in the catalog; otherwise
+    /// this returns [`PostgresError::IncompatibleTable`] listing what
+    /// differs, and changes nothing. (Without the primary key, a stale append
+    /// would write a second event with the same seq_no and succeed.)
     pub async fn setup(&self) -> Result<(), PostgresError> {
         let shared = &self.inner.shared;
-        setup(
-            shared.get().await?,
-            shared.tables.setup_lock_key(),
-            &shared.tables.setup_events_sql(),
-            &shared.tables.events(),
-        )
-        .await
+        setup_events(shared.get().await?, &shared.tables).await
     }
 
     /// The connection pool, to run queries in the same database (e.g. a
@@ -310,6 +310,51 @@ pub(crate) async fn setup(
     transaction.commit().await.map_err(setup_error)
 }
 
+/// [`setup`] for the event log: creates what is missing, then, in the same
+/// transaction and under the same lock, refuses an existing event or position
+/// table that differs from what it creates ([`crate::shape`]), and gives a new
+/// position table its one row. The check runs once here, so the append path
+/// can rely on the keys without a query of its own.
+async fn setup_events(mut client: Object, tables: &Tables) -> Result<(), PostgresError> {
+    let table = tables.events();
+    let setup_error = |source| PostgresError::Setup {
+        table: table.clone(),
+        source,
+    };
+    let transaction = client.transaction().await.map_err(setup_error)?;
+    transaction
+        .batch_execute(&format!(
+            "SELECT pg_advisory_xact_lock({}); {}",
+            tables.setup_lock_key(),
+            tables.setup_events_sql()
+        ))
+        .await
+        .map_err(setup_error)?;
+    for shape in [tables.events_shape(), tables.positions_shape()] {
+        shape::check(&transaction, &shape).await?;
+    }
+    transaction
+        .batch_execute(&tables.seed_positions_sql())
+        .await
+        .map_err(setup_error)?;
+    // The key on `only_row` allows a second row whose `only_row` is false
+    // where the CHECK is missing; the append statements update every row.
+    let rows: i64 = transaction
+        .query_one(&format!("SELECT count(*) FROM {}", tables.positions()), &[])
+        .await
+        .map_err(setup_error)?
+        .get(0);
+    if rows != 1 {
+        return Err(PostgresError::IncompatibleTable {
+            table: tables.positions(),
+            differences: vec![format!(
+                "it holds {rows} rows; the log keeps exactly one (only_row = true)"
+            )],
+        });
+    }
+    transaction.commit().await.map_err(setup_error)
+}
+
 fn read_error(operation: &'static str, error: PostgresError) -> EventLogError {
     EventLogError::backend("postgres", operation, error)
 }
@@ -329,23 +374,54 @@ fn corrupt(shared: &Shared, type_name: &str, id: &str, reason: &str) -> EventLog
 /// them) and a length that fits the primary key index.
 fn validate(type_name: &str, id: &str) -> Result<(), EventLogError> {
     validate_id(type_name, id)?;
+    // The type name's problem, reported with the id that came with it.
+    validate_type(type_name).map_err(|error| match error {
+        EventLogError::InvalidId { reason, .. } => EventLogError::InvalidId {
+            id: id.to_owned(),
+            reason,
+        },
+        other => other,
+    })?;
     let refuse = |reason: String| EventLogError::InvalidId {
         id: id.to_owned(),
         reason,
     };
-    if type_name.contains('\0') || id.contains('\0') {
+    if id.contains('\0') {
         return Err(refuse(
-            "PostgreSQL text cannot hold NUL characters (\\0) in ids or type names".to_owned(),
+            "PostgreSQL text cannot hold NUL characters (\\0) in ids".to_owned(),
         ));
-    }
-    if type_name.len() > MAX_TYPE_NAME_LEN {
-        return Err(refuse(format!(
-            "the entity type name is longer than {MAX_TYPE_NAME_LEN} bytes"
-        )));
     }
     if id.len() > MAX_ID_LEN {
         return Err(refuse(format!(
             "ids are limited to {MAX_ID_LEN} bytes in the PostgreSQL log"
+        )));
+    }
+    Ok(())
+}
+
+/// The type-name rules of [`validate`] alone, for `events_by_type`, which has
+/// no id: the core has no type-name variant, so, as the NATS backend does, it
+/// is an `InvalidId` with an empty id (never an invented one) whose reason
+/// names the type name and what is wrong with it.
+fn validate_type(type_name: &str) -> Result<(), EventLogError> {
+    let refuse = |reason: String| EventLogError::InvalidId {
+        id: String::new(),
+        reason,
+    };
+    if type_name.is_empty() {
+        return Err(refuse("the entity type name is empty".to_owned()));
+    }
+    if type_name.contains('\0') {
+        return Err(refuse(format!(
+            "the entity type name {type_name:?} contains a NUL character (\\0), which \
+             PostgreSQL text cannot hold"
+        )));
+    }
+    if type_name.len() > MAX_TYPE_NAME_LEN {
+        return Err(refuse(format!(
+            "the entity type name is {} bytes long; the PostgreSQL log allows at most \
+             {MAX_TYPE_NAME_LEN}",
+            type_name.len()
         )));
     }
     Ok(())
@@ -440,7 +516,11 @@ impl EventLog for PostgresEventLog {
         let rows = async move {
             validate(&type_name, &id)?;
             let op = "read events by id";
-            let from = from.to_i64().unwrap_or(i64::MAX);
+            // Stored seq_nos are BIGINTs: none is at or above a `from` beyond
+            // i64::MAX (clamping it to i64::MAX would yield one below `from`).
+            let Some(from) = from.to_i64() else {
+                return Ok(stream::empty().left_stream());
+            };
             let table = shared.tables.events();
             let place = shared.config.place();
             let target = pooled::Target {
@@ -461,19 +541,23 @@ impl EventLog for PostgresEventLog {
             .await
             .map_err(|e| read_error(op, e))?;
             // The connection stays checked out until the stream ends.
-            Ok::<_, EventLogError>(rows.map(move |row| {
-                let _keep = &client;
-                let row = row.map_err(|e| read_error(op, PostgresError::query(op, &table, e)))?;
-                let seq_no: i64 = row
-                    .try_get(0)
-                    .map_err(|e| read_error(op, PostgresError::query(op, &table, e)))?;
-                let event: &[u8] = row
-                    .try_get(1)
-                    .map_err(|e| read_error(op, PostgresError::query(op, &table, e)))?;
-                let seq_no = SeqNo::from_i64(seq_no)
-                    .ok_or_else(|| corrupt(&shared, &type_name, &id, "a negative seq_no"))?;
-                Ok((seq_no, Bytes::copy_from_slice(event)))
-            }))
+            Ok::<_, EventLogError>(
+                rows.map(move |row| {
+                    let _keep = &client;
+                    let row =
+                        row.map_err(|e| read_error(op, PostgresError::query(op, &table, e)))?;
+                    let seq_no: i64 = row
+                        .try_get(0)
+                        .map_err(|e| read_error(op, PostgresError::query(op, &table, e)))?;
+                    let event: &[u8] = row
+                        .try_get(1)
+                        .map_err(|e| read_error(op, PostgresError::query(op, &table, e)))?;
+                    let seq_no = SeqNo::from_i64(seq_no)
+                        .ok_or_else(|| corrupt(&shared, &type_name, &id, "a negative seq_no"))?;
+                    Ok((seq_no, Bytes::copy_from_slice(event)))
+                })
+                .right_stream(),
+            )
         };
         until_error(stream::once(rows).try_flatten())
     }
@@ -487,7 +571,7 @@ impl EventLog for PostgresEventLog {
             inner: Arc::clone(&self.inner),
             wake: self.inner.shared.wake.subscribe(),
             type_name: type_name.to_owned(),
-            next: from.to_i64().unwrap_or(i64::MAX),
+            next: from.to_i64(),
             buffer: VecDeque::new(),
             checked: false,
         };
@@ -500,8 +584,11 @@ struct Follower {
     inner: Arc<Inner>,
     wake: watch::Receiver<u64>,
     type_name: String,
-    /// The next position to read.
-    next: i64,
+    /// The next position to read; `None` when no storable position can
+    /// follow (`from` was beyond i64::MAX, or an event at i64::MAX was
+    /// read): the stream then waits without querying, rather than read
+    /// i64::MAX again and yield it twice or below `from`.
+    next: Option<i64>,
     buffer: VecDeque<EventEnvelope>,
     checked: bool,
 }
@@ -509,7 +596,7 @@ struct Follower {
 impl Follower {
     async fn next(mut self) -> Result<Option<(EventEnvelope, Self)>, EventLogError> {
         if !self.checked {
-            validate(&self.type_name, "-")?;
+            validate_type(&self.type_name)?;
             self.checked = true;
             self.inner.ensure_listener();
         }
@@ -531,6 +618,9 @@ impl Follower {
 
     /// Reads the next page; whether it held anything.
     async fn fetch(&mut self) -> Result<bool, EventLogError> {
+        let Some(next) = self.next else {
+            return Ok(false);
+        };
         let shared = &self.inner.shared;
         let op = "read events by type";
         let table = shared.tables.events();
@@ -543,7 +633,6 @@ impl Follower {
             operation: op,
             table: &table,
         };
-        let next = self.next;
         let (client, rows): (_, Vec<Row>) = pooled::run(&target, |client| {
             let (shared, type_name) = (Arc::clone(shared), self.type_name.clone());
             Box::pin(async move {
@@ -569,7 +658,7 @@ impl Follower {
                     "a negative position or seq_no",
                 ));
             };
-            self.next = position.saturating_add(1);
+            self.next = position.checked_add(1);
             self.buffer.push_back(EventEnvelope {
                 position: pos,
                 id,

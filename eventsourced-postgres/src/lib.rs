@@ -6,6 +6,7 @@ mod event_log;
 mod listener;
 mod lookup;
 mod pooled;
+mod shape;
 mod snapshot_store;
 mod tables;
 mod writer;

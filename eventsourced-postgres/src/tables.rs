@@ -1,6 +1,9 @@
 //! Validated schema and table names, and every SQL statement built from them.
 
-use crate::PostgresError;
+use crate::{
+    PostgresError,
+    shape::{Column, Key, Shape},
+};
 
 /// The most bytes of a table name, so derived index names stay below
 /// PostgreSQL's 63-byte identifier limit.
@@ -152,10 +155,94 @@ impl Tables {
              CREATE TABLE IF NOT EXISTS {positions} (
                  only_row BOOLEAN PRIMARY KEY DEFAULT true CHECK (only_row),
                  last     BIGINT  NOT NULL CHECK (last >= 0)
-             );
-             INSERT INTO {positions} (last)
+             );"
+        )
+    }
+
+    /// The event table as [`setup_events_sql`](Self::setup_events_sql)
+    /// creates it: `setup` refuses an existing table of this name that
+    /// differs (see [`crate::shape`]). Keep the two in step.
+    pub(crate) fn events_shape(&self) -> Shape {
+        const COLUMNS: &[Column] = &[
+            Column {
+                name: "position",
+                sql_type: "bigint",
+                collation: None,
+            },
+            Column {
+                name: "type_name",
+                sql_type: "text",
+                collation: Some("C"),
+            },
+            Column {
+                name: "id",
+                sql_type: "text",
+                collation: Some("C"),
+            },
+            Column {
+                name: "seq_no",
+                sql_type: "bigint",
+                collation: None,
+            },
+            Column {
+                name: "event",
+                sql_type: "bytea",
+                collation: None,
+            },
+        ];
+        const KEYS: &[Key] = &[
+            Key {
+                columns: &["type_name", "id", "seq_no"],
+                purpose: "which makes a stale append fail instead of writing a second event \
+                          with the same seq_no",
+            },
+            Key {
+                columns: &["type_name", "position"],
+                purpose: "which events_by_type reads in position order",
+            },
+        ];
+        Shape {
+            table: self.events(),
+            columns: COLUMNS,
+            keys: KEYS,
+        }
+    }
+
+    /// The position table as [`setup_events_sql`](Self::setup_events_sql)
+    /// creates it (one row, kept to one by the key on `only_row`).
+    pub(crate) fn positions_shape(&self) -> Shape {
+        const COLUMNS: &[Column] = &[
+            Column {
+                name: "only_row",
+                sql_type: "boolean",
+                collation: None,
+            },
+            Column {
+                name: "last",
+                sql_type: "bigint",
+                collation: None,
+            },
+        ];
+        const KEYS: &[Key] = &[Key {
+            columns: &["only_row"],
+            purpose: "which keeps the table to one row",
+        }];
+        Shape {
+            table: self.positions(),
+            columns: COLUMNS,
+            keys: KEYS,
+        }
+    }
+
+    /// Gives a new position table its row: the highest stored position (0
+    /// for a new log). Runs after the shape check, which makes sure
+    /// `only_row` has the key that `ON CONFLICT` names.
+    pub(crate) fn seed_positions_sql(&self) -> String {
+        let (table, positions) = (self.events(), self.positions());
+        format!(
+            "INSERT INTO {positions} (last)
                  SELECT COALESCE(max(position), 0) FROM {table}
-                 ON CONFLICT (only_row) DO NOTHING;"
+                 ON CONFLICT (only_row) DO NOTHING"
         )
     }
 
@@ -340,6 +427,7 @@ mod tests {
             tables.events_by_id_sql(),
             tables.events_by_type_sql(),
             tables.setup_events_sql(),
+            tables.seed_positions_sql(),
         ] {
             assert!(sql.contains("\"my_schema\".\"my_events\""), "{sql}");
         }

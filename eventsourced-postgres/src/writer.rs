@@ -630,9 +630,7 @@ async fn fast_transaction(
     let mut bytes: Vec<&[u8]> = Vec::with_capacity(total);
     let mut seq_nos: Vec<i64> = Vec::with_capacity(total);
     for request in batch {
-        // `append` checked that expected + events fits an i64.
-        let first = request.expected.to_i64().unwrap_or(i64::MAX);
-        for (seq_no, event) in (first.saturating_add(1)..).zip(&request.events) {
+        for (seq_no, event) in event_seq_nos(request).zip(&request.events) {
             types.push(&request.type_name);
             ids.push(&request.id);
             bytes.push(event.as_ref());
@@ -648,6 +646,21 @@ async fn fast_transaction(
         );
     }
     Ok(())
+}
+
+/// The seq_nos of a request's events, from expected + 1 on; `append` checked
+/// that the last one fits an i64, so the zip with the events ends first.
+///
+/// Bounded at i64::MAX: an unbounded `first..` computes the value after the
+/// one it returns, which overflows (a panic with overflow checks, and the
+/// writer task with it) when the last event's seq_no is i64::MAX.
+fn event_seq_nos(request: &AppendRequest) -> std::ops::RangeInclusive<i64> {
+    let first = request
+        .expected
+        .to_i64()
+        .unwrap_or(i64::MAX)
+        .saturating_add(1);
+    first..=i64::MAX
 }
 
 async fn checking_transaction(
@@ -667,9 +680,8 @@ async fn checking_transaction(
     let mut ev_ids: Vec<&str> = Vec::with_capacity(total);
     for (request_no, request) in (1_i32..).zip(batch) {
         // `append` checked that expected + events fits an i64.
-        let first = request.expected.to_i64().unwrap_or(i64::MAX);
-        expected.push(first);
-        for (seq_no, event) in (first.saturating_add(1)..).zip(&request.events) {
+        expected.push(request.expected.to_i64().unwrap_or(i64::MAX));
+        for (seq_no, event) in event_seq_nos(request).zip(&request.events) {
             ev_req.push(request_no);
             ev_seq.push(seq_no);
             ev_bytes.push(event.as_ref());

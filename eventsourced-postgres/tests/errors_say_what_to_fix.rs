@@ -8,7 +8,7 @@ use eventsourced::{EventLog, EventLogError, Position, SeqNo, SnapshotStore, Snap
 use eventsourced_postgres::{
     PostgresConfig, PostgresError, PostgresEventLog, PostgresSnapshotStore, TlsMode,
 };
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use std::{error::Error as _, time::Duration};
 use support::TestDb;
 use tokio::time::timeout;
@@ -293,4 +293,85 @@ async fn ids_postgres_cannot_store_are_refused_before_writing() {
         matches!(saved, Err(SnapshotStoreError::InvalidId { .. })),
         "{saved:?}"
     );
+}
+
+/// A read the server rejects (here: a column of the log's table was renamed
+/// behind its back) names the table it read, for `last_seq_no`,
+/// `events_by_id` and `events_by_type` alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_errors_name_the_table() {
+    let db = TestDb::new();
+    let log = db.log().await;
+    let table = log.tables().events();
+    db.raw()
+        .await
+        .batch_execute(&format!("ALTER TABLE {table} RENAME COLUMN seq_no TO seq"))
+        .await
+        .expect("rename a column");
+    let errors = [
+        timeout(WAIT, log.last_seq_no("t", "x"))
+            .await
+            .expect("must not hang")
+            .map(|_| ()),
+        timeout(
+            WAIT,
+            log.events_by_id("t", "x", SeqNo::ZERO)
+                .try_collect::<Vec<_>>(),
+        )
+        .await
+        .expect("must not hang")
+        .map(|_| ()),
+        timeout(
+            WAIT,
+            Box::pin(log.events_by_type("t", Position::START)).next(),
+        )
+        .await
+        .expect("must not hang")
+        .expect("an item")
+        .map(|_| ()),
+    ];
+    for error in errors {
+        let error = error.expect_err("the column is gone").to_string();
+        assert!(
+            error.contains(&format!("on {table}")) && error.contains("seq_no"),
+            "the error must name the table {table}: {error}"
+        );
+    }
+}
+
+/// A type name `events_by_type` cannot read (empty, with a NUL character,
+/// too long) is refused as `InvalidId` that speaks of the type name, with no
+/// id (the caller gave none), not as a bad id "-".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_type_name_in_events_by_type_is_reported_as_a_type_name() {
+    let db = TestDb::new();
+    let log = db.log().await;
+    let too_long = "t".repeat(eventsourced_postgres::MAX_TYPE_NAME_LEN + 1);
+    for (type_name, says) in [
+        ("", "the entity type name is empty".to_owned()),
+        (
+            "a\0b",
+            "the entity type name \"a\\0b\" contains a NUL".to_owned(),
+        ),
+        (
+            too_long.as_str(),
+            format!(
+                "the entity type name is {} bytes long",
+                eventsourced_postgres::MAX_TYPE_NAME_LEN + 1
+            ),
+        ),
+    ] {
+        let error = Box::pin(log.events_by_type(type_name, Position::START))
+            .next()
+            .await
+            .expect("an item")
+            .expect_err("refused");
+        let EventLogError::InvalidId { id, reason } = &error else {
+            panic!("expected InvalidId, got {error:?}");
+        };
+        assert!(
+            id.is_empty() && reason.starts_with(&says),
+            "events_by_type({type_name:.20?}) refused with: {error}"
+        );
+    }
 }
