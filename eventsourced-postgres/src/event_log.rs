@@ -291,15 +291,16 @@ pub(crate) async fn warm(pool: &Pool, config: &PostgresConfig) -> Result<(), Pos
 }
 
 /// Runs `sql` in one transaction, serialized with other `setup` runs by an
-/// advisory lock so concurrent setups do not race on the catalog.
+/// advisory lock so concurrent setups do not race on the catalog, and then
+/// refuses the table if it is not of `shape` ([`crate::shape`]).
 pub(crate) async fn setup(
     mut client: Object,
     lock_key: i64,
     sql: &str,
-    table: &str,
+    shape: &shape::Shape,
 ) -> Result<(), PostgresError> {
     let setup_error = |source| PostgresError::Setup {
-        table: table.to_owned(),
+        table: shape.table.clone(),
         source,
     };
     let transaction = client.transaction().await.map_err(setup_error)?;
@@ -307,6 +308,7 @@ pub(crate) async fn setup(
         .batch_execute(&format!("SELECT pg_advisory_xact_lock({lock_key}); {sql}"))
         .await
         .map_err(setup_error)?;
+    shape::check(&transaction, shape).await?;
     transaction.commit().await.map_err(setup_error)
 }
 

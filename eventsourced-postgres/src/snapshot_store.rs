@@ -11,7 +11,8 @@ use deadpool_postgres::{Object, Pool};
 use eventsourced::{SeqNo, SnapshotStore, SnapshotStoreError};
 use std::{fmt, sync::Arc};
 
-type Loaded = Option<(i64, Bytes)>;
+/// A stored row's seq_no and state (NULL only in a damaged table), or `None`.
+type Loaded = Option<(Option<i64>, Option<Bytes>)>;
 
 struct Inner {
     config: PostgresConfig,
@@ -82,9 +83,10 @@ impl PostgresSnapshotStore {
                 let rows = query.rows(keys).await?;
                 rows.iter()
                     .map(|row| {
-                        let seq_no: Option<i64> = row.try_get(0)?;
-                        let state: Option<&[u8]> = row.try_get(1)?;
-                        Ok(seq_no.zip(state.map(Bytes::copy_from_slice)))
+                        let found: bool = row.try_get(0)?;
+                        let seq_no: Option<i64> = row.try_get(1)?;
+                        let state: Option<&[u8]> = row.try_get(2)?;
+                        Ok(found.then(|| (seq_no, state.map(Bytes::copy_from_slice))))
                     })
                     .collect::<Result<Vec<Loaded>, tokio_postgres::Error>>()
                     .map_err(|e| PostgresError::query(query.operation, &query.table, e))
@@ -108,7 +110,7 @@ impl PostgresSnapshotStore {
             self.get().await?,
             tables.setup_lock_key(),
             &tables.setup_snapshots_sql(),
-            &tables.snapshots(),
+            &tables.snapshots_shape(),
         )
         .await
     }
@@ -221,6 +223,9 @@ impl SnapshotStore for PostgresSnapshotStore {
                 self.inner.tables.snapshots()
             ),
             reason,
+        };
+        let (Some(seq_no), Some(state)) = (seq_no, state) else {
+            return Err(corrupt("the seq_no or the state is NULL".to_owned()));
         };
         let seq_no =
             SeqNo::from_i64(seq_no).ok_or_else(|| corrupt(format!("negative seq_no {seq_no}")))?;

@@ -246,6 +246,43 @@ impl Tables {
         )
     }
 
+    /// The snapshot table as [`setup_snapshots_sql`](Self::setup_snapshots_sql)
+    /// creates it: `setup` refuses an existing table of this name that
+    /// differs. Keep the two in step.
+    pub(crate) fn snapshots_shape(&self) -> Shape {
+        const COLUMNS: &[Column] = &[
+            Column {
+                name: "type_name",
+                sql_type: "text",
+                collation: Some("C"),
+            },
+            Column {
+                name: "id",
+                sql_type: "text",
+                collation: Some("C"),
+            },
+            Column {
+                name: "seq_no",
+                sql_type: "bigint",
+                collation: None,
+            },
+            Column {
+                name: "state",
+                sql_type: "bytea",
+                collation: None,
+            },
+        ];
+        const KEYS: &[Key] = &[Key {
+            columns: &["type_name", "id"],
+            purpose: "which keeps one snapshot per entity, the newest",
+        }];
+        Shape {
+            table: self.snapshots(),
+            columns: COLUMNS,
+            keys: KEYS,
+        }
+    }
+
     pub(crate) fn setup_snapshots_sql(&self) -> String {
         let (schema, table, name) = (&self.schema, self.snapshots(), &self.snapshots);
         format!(
@@ -377,15 +414,16 @@ impl Tables {
         format!(
             "INSERT INTO {} AS s (type_name, id, seq_no, state) VALUES ($1, $2, $3, $4)
              ON CONFLICT (type_name, id) DO UPDATE SET seq_no = EXCLUDED.seq_no, state = EXCLUDED.state
-             WHERE s.seq_no <= EXCLUDED.seq_no",
+             WHERE s.seq_no IS NULL OR s.state IS NULL OR s.seq_no <= EXCLUDED.seq_no",
             self.snapshots()
         )
     }
 
-    /// The snapshot (or NULLs) of each (`$1[n]`, `$2[n]`), in order.
+    /// Whether a snapshot of each (`$1[n]`, `$2[n]`) is stored, and its
+    /// seq_no and state, in order.
     pub(crate) fn load_snapshots_sql(&self) -> String {
         format!(
-            "SELECT s.seq_no, s.state
+            "SELECT s.type_name IS NOT NULL, s.seq_no, s.state
              FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS r(type_name, id, n)
              LEFT JOIN {} s ON s.type_name = r.type_name AND s.id = r.id
              ORDER BY r.n",

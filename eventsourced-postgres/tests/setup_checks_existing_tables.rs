@@ -1,4 +1,4 @@
-//! `setup` keeps an existing event or position table only if it has the
+//! `setup` keeps an existing event, position or snapshot table only if it has the
 //! columns and keys the log relies on, judged by the catalog (columns, types,
 //! NOT NULL, collation, and unique indexes by their columns, not by name).
 //! Otherwise it returns `PostgresError::IncompatibleTable` naming the table and
@@ -315,4 +315,53 @@ async fn setup_refuses_a_position_table_of_another_shape() {
             "{sql}: {expected:?} missing from {differences:?}"
         );
     }
+}
+
+/// The snapshot store's `setup` checks its table the same way: one without
+/// NOT NULL is refused (it would hold NULL rows that loaded as "no snapshot"
+/// and that no save replaced). Without setup, such a row loads as `Corrupt`
+/// and a save replaces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_setup_refuses_a_table_without_not_null_and_null_rows_are_corrupt() {
+    use bytes::Bytes;
+    use eventsourced::{SnapshotStore, SnapshotStoreError};
+    use eventsourced_postgres::PostgresSnapshotStore;
+
+    let db = TestDb::new();
+    let store = PostgresSnapshotStore::new(db.config.clone())
+        .await
+        .expect("connect to DATABASE_URL");
+    let table = store.tables().snapshots();
+    db.raw()
+        .await
+        .batch_execute(&format!(
+            "CREATE SCHEMA \"{}\";
+             CREATE TABLE {table} (type_name TEXT, id TEXT, seq_no BIGINT, state BYTEA,
+                 PRIMARY KEY (type_name, id));
+             INSERT INTO {table} VALUES ('t', 'null-seq', NULL, '\\x00');",
+            db.config.schema
+        ))
+        .await
+        .expect("a snapshot table of another shape");
+    let (refused, differences) = incompatible(store.setup().await);
+    assert_eq!(refused, table);
+    assert!(
+        differences.iter().any(|d| d.contains("seq_no")),
+        "{differences:?}"
+    );
+
+    let loaded = store.load("t", "null-seq").await;
+    assert!(
+        matches!(loaded, Err(SnapshotStoreError::Corrupt { .. })),
+        "a row with a NULL seq_no must load as Corrupt, got {loaded:?}"
+    );
+    store
+        .save("t", "null-seq", SeqNo::new(7), Bytes::from("seven"))
+        .await
+        .expect("a save over the damaged row");
+    assert_eq!(
+        store.load("t", "null-seq").await.expect("load"),
+        Some((SeqNo::new(7), Bytes::from("seven"))),
+        "the save must replace the damaged row"
+    );
 }
