@@ -42,8 +42,9 @@ use std::{fmt, path::PathBuf, time::Duration};
 pub struct NatsConfig {
     /// Server URLs (`nats://host:port`, `tls://host:port`); the client picks one
     /// and fails over to the others. Deserializes from a list or from one
-    /// string of comma-separated URLs. Credentials in a URL are redacted in
-    /// `Debug` and in errors.
+    /// string of comma-separated URLs. Credentials in a URL (everything up to
+    /// the last `@`) are redacted in `Debug` and in errors; percent-encode
+    /// `/ ? # @ :` in a user name or password.
     #[serde(
         default = "default_servers",
         deserialize_with = "one_or_many",
@@ -59,12 +60,16 @@ pub struct NatsConfig {
     #[serde(default)]
     pub tls: Option<TlsConfig>,
 
-    /// The JetStream stream holding the events: `A-Z a-z 0-9 - _`.
+    /// The JetStream stream holding the events: `A-Z a-z 0-9 - _`, 1 to 200
+    /// characters, not beginning with `KV_` or `OBJ_` (JetStream keeps those
+    /// names for the streams of key-value buckets and object stores).
     #[serde(default = "default_stream")]
     pub stream: String,
 
     /// The first subject tokens of every event: the stream stores
-    /// `<subject-prefix>.>`. Dot-separated tokens of `A-Z a-z 0-9 - _`.
+    /// `<subject-prefix>.>`. Dot-separated tokens of `A-Z a-z 0-9 - _`, at
+    /// most 256 bytes, the first token not `_INBOX` (the client's replies and
+    /// publish acks travel there, and the stream would store them all).
     #[serde(default = "default_subject_prefix")]
     pub subject_prefix: String,
 
@@ -169,6 +174,7 @@ impl NatsConfig {
     pub fn validate(&self) -> Result<(), NatsError> {
         self.server_addrs()?;
         check_name("stream", &self.stream)?;
+        check_stream_not_reserved(&self.stream)?;
         check_name("bucket", &self.bucket)?;
         subject::check_prefix(&self.subject_prefix).map_err(|reason| NatsError::Config {
             field: "subject-prefix",
@@ -237,7 +243,17 @@ impl NatsConfig {
             .map(|url| {
                 url.parse::<ServerAddr>().map_err(|e| NatsError::Config {
                     field: "servers",
-                    reason: format!("{} is not a NATS URL: {e}", redact_url(url)),
+                    // Redacted: an unparsable URL is often one whose password
+                    // holds a character that ends the authority.
+                    reason: format!(
+                        "{} is not a NATS URL: {e}{}",
+                        redact_url(url),
+                        if url.contains('@') {
+                            "; percent-encode `/ ? # @ :` in a user name or password (e.g. `/` as %2F)"
+                        } else {
+                            ""
+                        }
+                    ),
                 })
             })
             .collect()
@@ -353,6 +369,10 @@ impl fmt::Debug for Secret {
 }
 
 /// TLS settings.
+///
+/// Each file given is read before connecting: one that cannot be read is a
+/// [`NatsError::TlsFile`] naming its field (`tls.ca-file`, `tls.cert-file`,
+/// `tls.key-file`) and path.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct TlsConfig {
@@ -412,6 +432,24 @@ fn check_name(field: &'static str, name: &str) -> Result<(), NatsError> {
     Ok(())
 }
 
+/// Refuses the stream names JetStream gives to the streams of key-value
+/// buckets (`KV_<bucket>`) and object stores (`OBJ_<bucket>`): `setup` on such
+/// a name would take over a bucket's stream, e.g. the snapshots' own.
+fn check_stream_not_reserved(name: &str) -> Result<(), NatsError> {
+    match ["KV_", "OBJ_"]
+        .into_iter()
+        .find(|reserved| name.starts_with(reserved))
+    {
+        Some(reserved) => Err(NatsError::Config {
+            field: "stream",
+            reason: format!(
+                "{name:?} begins with {reserved:?}, which JetStream reserves for the streams of key-value buckets and object stores; choose another name"
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
 fn split_urls(urls: &str) -> Vec<String> {
     urls.split(',')
         .map(str::trim)
@@ -434,13 +472,20 @@ fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>
 }
 
 /// A URL with any `user:password@` replaced by `[redacted]@`.
+///
+/// Everything between `://` (or the start) and the **last** `@` is redacted,
+/// wherever a `/`, `?`, `#` or `@` stands before it: a password pasted without
+/// percent-encoding may hold any of them, and a URL that cannot be parsed is
+/// still shown (in the config error) through this function. Cutting at the
+/// first `/` instead would leave `pa/ss@` of `nats://app:pa/ss@host` in
+/// plain sight. A NATS URL has no path, so nothing useful is lost when an `@`
+/// further right hides more than the credentials.
 pub(crate) fn redact_url(url: &str) -> String {
     let (scheme, rest) = match url.split_once("://") {
         Some((scheme, rest)) => (Some(scheme), rest),
         None => (None, url),
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let redacted = match rest[..authority_end].rfind('@') {
+    let redacted = match rest.rfind('@') {
         Some(at) => format!("[redacted]@{}", &rest[at + 1..]),
         None => rest.to_owned(),
     };
@@ -462,6 +507,14 @@ mod tests {
         );
         assert_eq!(redact_url("tok@host"), "[redacted]@host");
         assert_eq!(redact_url("nats://host:4222"), "nats://host:4222");
+        for url in [
+            "nats://app:pa/ss@host:4222",
+            "nats://app:pa?ss@host:4222",
+            "nats://app:pa#ss@host:4222",
+            "nats://app:pa@ss@host:4222",
+        ] {
+            assert_eq!(redact_url(url), "nats://[redacted]@host:4222", "{url}");
+        }
         let config = NatsConfig {
             auth: NatsAuth::Token {
                 token: Secret::new("tok-123"),
@@ -487,6 +540,34 @@ mod tests {
                 },
             ),
             ("servers", NatsConfig::from_url("http://x:1")),
+            (
+                "stream",
+                NatsConfig {
+                    stream: "KV_eventsourced-snapshots".to_owned(),
+                    ..NatsConfig::default()
+                },
+            ),
+            (
+                "stream",
+                NatsConfig {
+                    stream: "OBJ_files".to_owned(),
+                    ..NatsConfig::default()
+                },
+            ),
+            (
+                "subject-prefix",
+                NatsConfig {
+                    subject_prefix: "_INBOX.app".to_owned(),
+                    ..NatsConfig::default()
+                },
+            ),
+            (
+                "subject-prefix",
+                NatsConfig {
+                    subject_prefix: "p".repeat(257),
+                    ..NatsConfig::default()
+                },
+            ),
             (
                 "bucket",
                 NatsConfig {

@@ -1,6 +1,6 @@
 //! Connecting to NATS with a [`NatsConfig`].
 
-use crate::{NatsAuth, NatsConfig, NatsError};
+use crate::{NatsAuth, NatsConfig, NatsError, TlsConfig};
 use async_nats::{ConnectErrorKind, ConnectOptions, Event, jetstream};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -32,6 +32,7 @@ pub(crate) async fn connect(
         NatsAuth::Nkey { seed } => ConnectOptions::with_nkey(seed.expose().to_owned()),
     };
     if let Some(tls) = &config.tls {
+        check_tls_files(tls).await?;
         options = options.require_tls(tls.required);
         if let Some(ca) = &tls.ca_file {
             options = options.add_root_certificates(ca.clone());
@@ -90,6 +91,31 @@ pub(crate) async fn connect(
         }
     })?;
     Ok((client, connections))
+}
+
+/// Reads each TLS file the config names, so that a missing or unreadable one
+/// is a [`NatsError::TlsFile`] naming the field and the path. The client would
+/// only report "TLS error: No such file or directory", without saying which
+/// file, and only once a connection is attempted.
+async fn check_tls_files(tls: &TlsConfig) -> Result<(), NatsError> {
+    for (field, path) in [
+        ("tls.ca-file", &tls.ca_file),
+        ("tls.cert-file", &tls.cert_file),
+        ("tls.key-file", &tls.key_file),
+    ] {
+        if let Some(path) = path {
+            // `read`, not `metadata`: a directory or a file without read
+            // permission is refused here too. PEM files are small.
+            tokio::fs::read(path)
+                .await
+                .map_err(|source| NatsError::TlsFile {
+                    field,
+                    path: path.clone(),
+                    source,
+                })?;
+        }
+    }
+    Ok(())
 }
 
 /// The oldest server version supported.

@@ -34,6 +34,22 @@ pub enum NatsError {
         source: std::io::Error,
     },
 
+    /// A TLS file of the config cannot be read. Checked before connecting,
+    /// because the client's own error ("No such file or directory") does not
+    /// say which of the files it is.
+    #[error(
+        "cannot read the TLS file {path} (`{field}`): {source}; check the path and the file's permissions"
+    )]
+    TlsFile {
+        /// The config field: `tls.ca-file`, `tls.cert-file` or `tls.key-file`.
+        field: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why it cannot be read.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// No server answered.
     #[error(
         "no NATS server reachable at {servers}: {source}; start nats-server there (with JetStream: -js) or fix `servers` (NATS_URL)"
@@ -90,6 +106,21 @@ pub enum NatsError {
     JetStreamUnavailable {
         /// The servers (credentials redacted).
         servers: String,
+    },
+
+    /// The stream exists but does not store the configured subject prefix:
+    /// it belongs to another log (or application). `setup` refuses instead of
+    /// replacing its subjects, which would make the other log's appends fail.
+    #[error(
+        "the stream {stream:?} exists and stores the subjects {subjects:?}, which do not cover `{prefix}.>` (from `subject-prefix` {prefix:?}); another log or application uses it: choose another `stream`, or set `subject-prefix` to the one it was set up with"
+    )]
+    StreamSubjects {
+        /// The stream (`stream` of the config).
+        stream: String,
+        /// The subjects the stream stores.
+        subjects: Vec<String>,
+        /// The configured `subject-prefix`.
+        prefix: String,
     },
 
     /// Creating or updating the stream or the bucket failed.

@@ -3,15 +3,19 @@
 use crate::{
     NatsConfig, NatsError,
     connection::{self, Connections},
+    error::BoxError,
     frame::{self, MAX_EVENTS_PER_APPEND, len_u64},
     subject::{self, Subjects},
 };
 use async_nats::{
     HeaderMap,
     jetstream::{
-        self,
+        self, ErrorCode,
         consumer::{DeliverPolicy, pull::OrderedConfig},
-        context::{CreateStreamErrorKind, PublishErrorKind},
+        context::{
+            CreateStreamErrorKind, GetStreamErrorKind, PublishErrorKind, RequestError,
+            RequestErrorKind,
+        },
         stream::{DirectGetErrorKind, DiscardPolicy, LastRawMessageErrorKind, RetentionPolicy},
     },
 };
@@ -158,49 +162,118 @@ impl NatsEventLog {
         })
     }
 
-    /// Creates the stream, or updates its settings (replicas, max bytes) if it
+    /// Creates the stream, or updates the settings this crate relies on if it
     /// exists. The stream stores `<subject-prefix>.>`, refuses appends when
     /// full instead of discarding events, and denies deleting or purging
     /// messages.
+    ///
+    /// An existing stream must already store the prefix: one of its subjects
+    /// must cover `<subject-prefix>.>` (it may be wider, e.g. `orders.>` for
+    /// the prefix `orders.events`). Otherwise the stream belongs to another
+    /// log or application, and this is [`NatsError::StreamSubjects`]:
+    /// replacing its subjects would make the other log's appends fail. Only
+    /// the settings the log relies on are updated (retention, discard, limits,
+    /// storage, replicas, acks, direct gets, denying deletes, purges and
+    /// rollups); the stream's subjects, description, duplicate window,
+    /// placement and the like stay as they are.
     pub async fn setup(&self) -> Result<(), NatsError> {
         let config = &self.inner.config;
-        let stream_config = jetstream::stream::Config {
-            name: config.stream.clone(),
-            description: Some("eventsourced event log".to_owned()),
-            subjects: vec![self.inner.subjects.all()],
-            retention: RetentionPolicy::Limits,
-            discard: DiscardPolicy::New,
-            max_bytes: config
-                .max_bytes
-                .and_then(|b| i64::try_from(b).ok())
-                .unwrap_or(-1),
-            max_messages: -1,
-            max_messages_per_subject: -1,
-            storage: config.storage.to_nats(),
-            num_replicas: config.replicas,
-            allow_direct: true,
-            deny_delete: true,
-            deny_purge: true,
-            ..Default::default()
+        let wanted = self.inner.subjects.all();
+        let setup_error = |source: BoxError| NatsError::Setup {
+            what: format!("stream {:?} (subjects {wanted:?})", config.stream),
+            source,
         };
-        self.inner
-            .jetstream
-            .create_or_update_stream(stream_config)
-            .await
-            .map(|_| ())
-            .map_err(|e| match e.kind() {
-                CreateStreamErrorKind::JetStreamUnavailable => NatsError::JetStreamUnavailable {
-                    servers: config.servers_for_display(),
-                },
-                _ => NatsError::Setup {
-                    what: format!(
-                        "stream {:?} (subjects {:?})",
-                        config.stream,
-                        self.inner.subjects.all()
-                    ),
-                    source: Box::new(e),
-                },
-            })
+        let unavailable = || NatsError::JetStreamUnavailable {
+            servers: config.servers_for_display(),
+        };
+        let existing = match self.inner.jetstream.get_stream(&config.stream).await {
+            Ok(stream) => Some(stream.cached_info().config.clone()),
+            Err(e) => match e.kind() {
+                GetStreamErrorKind::JetStream(error)
+                    if error.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    None
+                }
+                GetStreamErrorKind::JetStream(error)
+                    if [
+                        ErrorCode::JETSTREAM_NOT_ENABLED,
+                        ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT,
+                    ]
+                    .contains(&error.error_code()) =>
+                {
+                    return Err(unavailable());
+                }
+                GetStreamErrorKind::Request if no_responders(&e) => return Err(unavailable()),
+                _ => return Err(setup_error(Box::new(e))),
+            },
+        };
+        let result = match existing {
+            Some(existing) => {
+                if !existing
+                    .subjects
+                    .iter()
+                    .any(|s| subject::covers(s, &wanted))
+                {
+                    return Err(NatsError::StreamSubjects {
+                        stream: config.stream.clone(),
+                        subjects: existing.subjects,
+                        prefix: config.subject_prefix.clone(),
+                    });
+                }
+                self.inner
+                    .jetstream
+                    .update_stream(self.owned_settings(existing))
+                    .await
+                    .map(|_| ())
+            }
+            // Should another process create the stream in between with other
+            // settings, the server refuses this create ("stream name already
+            // in use with a different configuration"): a `Setup` error.
+            None => self
+                .inner
+                .jetstream
+                .create_stream(self.owned_settings(jetstream::stream::Config {
+                    name: config.stream.clone(),
+                    description: Some("eventsourced event log".to_owned()),
+                    subjects: vec![wanted.clone()],
+                    ..Default::default()
+                }))
+                .await
+                .map(|_| ()),
+        };
+        result.map_err(|e| match e.kind() {
+            CreateStreamErrorKind::JetStreamUnavailable => unavailable(),
+            _ => setup_error(Box::new(e)),
+        })
+    }
+
+    /// `stream_config` with the settings the log's guarantees rest on, the
+    /// only ones `setup` changes on an existing stream: limits retention with
+    /// discard new, `max-bytes`, no count or age limit (events are never
+    /// dropped), `storage`, `replicas`, publish acks on, direct gets on, and
+    /// no deletes, purges or rollups (events are immutable).
+    fn owned_settings(
+        &self,
+        mut stream_config: jetstream::stream::Config,
+    ) -> jetstream::stream::Config {
+        let config = &self.inner.config;
+        stream_config.retention = RetentionPolicy::Limits;
+        stream_config.discard = DiscardPolicy::New;
+        stream_config.max_bytes = config
+            .max_bytes
+            .and_then(|b| i64::try_from(b).ok())
+            .unwrap_or(-1);
+        stream_config.max_messages = -1;
+        stream_config.max_messages_per_subject = -1;
+        stream_config.max_age = std::time::Duration::ZERO;
+        stream_config.storage = config.storage.to_nats();
+        stream_config.num_replicas = config.replicas;
+        stream_config.no_ack = false;
+        stream_config.allow_direct = true;
+        stream_config.deny_delete = true;
+        stream_config.deny_purge = true;
+        stream_config.allow_rollup = false;
+        stream_config
     }
 
     /// The config this log was created with.
@@ -1029,4 +1102,12 @@ impl EventLog for NatsEventLog {
         };
         flatten(stream::try_unfold(start, by_type_step))
     }
+}
+
+/// Whether a stream info request failed because nothing answers JetStream API
+/// requests: a server without JetStream.
+fn no_responders(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<RequestError>())
+        .is_some_and(|request| request.kind() == RequestErrorKind::NoResponders)
 }

@@ -11,11 +11,23 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use eventsourced::EventLogError;
 
 /// The longest entity id, in UTF-8 bytes: keeps subjects well inside the
-/// server's default control line limit (4 KiB).
+/// server's default control line limit (4 KiB), together with
+/// [`MAX_TYPE_NAME_BYTES`] and [`MAX_PREFIX_BYTES`].
 pub(crate) const MAX_ID_BYTES: usize = 1024;
 
 /// The longest entity type name, in UTF-8 bytes.
 pub(crate) const MAX_TYPE_NAME_BYTES: usize = 256;
+
+/// The longest subject prefix, in bytes.
+///
+/// The id and type limits only hold subjects inside the server's 4 KiB
+/// control line if the prefix is short too: the longest subject is
+/// `256 + 1 + 342 + 1 + 1366 = 1966` bytes (prefix, base64url of a 256-byte
+/// type and of a 1024-byte id), and a direct get sends it after
+/// `$JS.API.DIRECT.GET.<stream up to 200 bytes>.` with a reply inbox, still
+/// about 1.8 KiB short of the limit. With no cap, a long prefix made appends of
+/// valid ids fail only at the server, as a missing acknowledgement.
+pub(crate) const MAX_PREFIX_BYTES: usize = 256;
 
 /// Encodes a name as one subject token.
 pub(crate) fn encode_token(name: &str) -> String {
@@ -121,10 +133,26 @@ impl Subjects {
 }
 
 /// Whether `prefix` is a valid subject prefix: dot-separated tokens of
-/// `A-Z a-z 0-9 - _`, not starting with `$`.
+/// `A-Z a-z 0-9 - _` (so never `$JS`, `$KV` or another `$` subject), at most
+/// [`MAX_PREFIX_BYTES`] long, the first token not `_INBOX`.
+///
+/// `_INBOX.>` is where the client receives its request replies and publish
+/// acks; a stream on `_INBOX.>` would store every one of them next to the
+/// events, and with `deny_purge` they could never be removed.
 pub(crate) fn check_prefix(prefix: &str) -> Result<(), String> {
     if prefix.is_empty() {
         return Err("must not be empty".to_owned());
+    }
+    if prefix.len() > MAX_PREFIX_BYTES {
+        return Err(format!(
+            "is {} bytes long; at most {MAX_PREFIX_BYTES} keep the longest event subject inside the server's 4 KiB control line",
+            prefix.len()
+        ));
+    }
+    if prefix.split('.').next() == Some("_INBOX") {
+        return Err(format!(
+            "{prefix:?} begins with the token \"_INBOX\", where the client receives its request replies and publish acks (the stream would store them all); choose another prefix"
+        ));
     }
     for token in prefix.split('.') {
         if token.is_empty() {
@@ -142,6 +170,26 @@ pub(crate) fn check_prefix(prefix: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether the stream subject `pattern` (which may hold `*` and `>`) matches
+/// every subject that `filter` matches, e.g. `orders.>` covers
+/// `orders.events.>`, and `a.*.>` covers `a.b.>`, but `a.*` does not cover
+/// `a.>`.
+pub(crate) fn covers(pattern: &str, filter: &str) -> bool {
+    let mut filter_tokens = filter.split('.');
+    for token in pattern.split('.') {
+        let Some(wanted) = filter_tokens.next() else {
+            return false;
+        };
+        match token {
+            ">" => return true,
+            "*" if wanted != ">" => {}
+            literal if literal == wanted && wanted != "*" && wanted != ">" => {}
+            _ => return false,
+        }
+    }
+    filter_tokens.next().is_none()
 }
 
 #[cfg(test)]
@@ -175,8 +223,49 @@ mod tests {
     fn prefixes_are_checked() {
         assert!(check_prefix("eventsourced").is_ok());
         assert!(check_prefix("a.b-c_d").is_ok());
-        for bad in ["", "a..b", ".a", "a.", "a b", "a.*", ">", "$JS"] {
+        assert!(check_prefix(&"p".repeat(MAX_PREFIX_BYTES)).is_ok());
+        assert!(check_prefix("INBOX.a").is_ok());
+        assert!(check_prefix("app._INBOX").is_ok());
+        let long = "p".repeat(MAX_PREFIX_BYTES + 1);
+        for bad in [
+            "",
+            "a..b",
+            ".a",
+            "a.",
+            "a b",
+            "a.*",
+            ">",
+            "$JS",
+            "_INBOX",
+            "_INBOX.app",
+            &long,
+        ] {
             assert!(check_prefix(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn stream_subjects_cover_the_prefix_filter() {
+        for (pattern, filter) in [
+            ("es.>", "es.>"),
+            ("es.>", "es.events.>"),
+            (">", "es.>"),
+            ("*.>", "es.>"),
+            ("a.*.>", "a.b.>"),
+        ] {
+            assert!(covers(pattern, filter), "{pattern} covers {filter}");
+        }
+        for (pattern, filter) in [
+            ("other.>", "es.>"),
+            ("es.events.>", "es.>"),
+            ("es.*", "es.>"),
+            ("es", "es.>"),
+            ("es.a.>", "es.*.>"),
+        ] {
+            assert!(
+                !covers(pattern, filter),
+                "{pattern} does not cover {filter}"
+            );
         }
     }
 
