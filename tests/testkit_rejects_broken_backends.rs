@@ -1,5 +1,6 @@
 //! The conformance suites reject broken backends: each test wraps the
-//! in-memory log or store so that it breaks one MUST of the contract (a live
+//! in-memory log or store so that it breaks one MUST of the contract (the
+//! reference crate's defect of ignoring the expected seq_no, a live
 //! stream that goes silent, the sequence-gap bug, an event lost at a page
 //! boundary, empty events dropped, ids that collide after escaping, ids
 //! mangled only live, snapshots keyed without the id, an older concurrent
@@ -828,5 +829,49 @@ async fn snapshot_suite_rejects_a_store_where_an_older_concurrent_save_wins() {
     assert!(
         !snapshot_suite_passes(CheckThenWriteStore::default()).await,
         "the suite must reject a store where a concurrent older save replaces a newer snapshot"
+    );
+}
+
+/// The reference crate's defect: appends ignore the expected seq_no, so a
+/// stale writer is never told.
+#[derive(Debug, Clone, Default)]
+struct IgnoresExpected(MemoryEventLog);
+
+impl EventLog for IgnoresExpected {
+    async fn append(
+        &self,
+        type_name: &str,
+        id: &str,
+        _expected_last: SeqNo,
+        events: &[Bytes],
+    ) -> Result<SeqNo, EventLogError> {
+        let actual = self.0.last_seq_no(type_name, id).await?;
+        self.0.append(type_name, id, actual, events).await
+    }
+    async fn last_seq_no(&self, type_name: &str, id: &str) -> Result<SeqNo, EventLogError> {
+        self.0.last_seq_no(type_name, id).await
+    }
+    fn events_by_id(
+        &self,
+        type_name: &str,
+        id: &str,
+        from: SeqNo,
+    ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static {
+        self.0.events_by_id(type_name, id, from)
+    }
+    fn events_by_type(
+        &self,
+        type_name: &str,
+        from: Position,
+    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static {
+        self.0.events_by_type(type_name, from)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suite_rejects_a_log_that_ignores_the_expected_seq_no() {
+    assert!(
+        !suite_passes(IgnoresExpected::default()).await,
+        "the suite must reject a log without optimistic concurrency"
     );
 }
