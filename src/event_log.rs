@@ -80,16 +80,34 @@ pub trait EventLog: Clone + Send + Sync + 'static {
         type_name: &str,
         id: &str,
         from: SeqNo,
-    ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static;
+    ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static + use<Self>;
 
     /// All events of an entity type with position `>= from`, in position order,
     /// then live: the stream waits for and yields new events and never ends on
     /// its own (only with an error).
+    ///
+    /// The stream borrows neither the log nor the arguments (`use<Self>`), so
+    /// it can outlive them, e.g. be returned for a type name built on the spot:
+    ///
+    /// ```
+    /// use eventsourced::{EventEnvelope, EventLog, EventLogError, MemoryEventLog, Position};
+    /// use futures::Stream;
+    ///
+    /// fn follow<L: EventLog>(
+    ///     log: &L,
+    ///     tenant: &str,
+    /// ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + use<L> {
+    ///     let type_name = format!("{tenant}-counter");
+    ///     log.events_by_type(&type_name, Position::START)
+    /// }
+    ///
+    /// let _events = follow(&MemoryEventLog::default(), "acme");
+    /// ```
     fn events_by_type(
         &self,
         type_name: &str,
         from: Position,
-    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static;
+    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static + use<Self>;
 }
 
 /// An event as delivered by [`EventLog::events_by_type`].

@@ -18,10 +18,10 @@ use support::{Counter, Decrease, Get, Increase, IncreaseAll};
 /// Waits until the store holds a snapshot at `seq_no` (saves run on their own task).
 async fn snapshot_at<S: SnapshotStore>(store: &S, id: &str, seq_no: u64) -> Bytes {
     for _ in 0..500 {
-        if let Some((s, bytes)) = store.load("counter", id).await.unwrap() {
-            if s == SeqNo::new(seq_no) {
-                return bytes;
-            }
+        if let Some((s, bytes)) = store.load("counter", id).await.unwrap()
+            && s == SeqNo::new(seq_no)
+        {
+            return bytes;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -159,7 +159,7 @@ impl EventLog for LossyLog {
         type_name: &str,
         id: &str,
         from: SeqNo,
-    ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static + use<> {
         self.0
             .events_by_id(type_name, id, from)
             .filter(|e| std::future::ready(!matches!(e, Ok((s, _)) if s.get() == 2)))
@@ -168,7 +168,7 @@ impl EventLog for LossyLog {
         &self,
         _type_name: &str,
         _from: Position,
-    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static + use<> {
         stream::empty()
     }
 }

@@ -159,7 +159,7 @@ macro_rules! delegate_reads {
             type_name: &str,
             id: &str,
             from: SeqNo,
-        ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static {
+        ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static + use<> {
             self.t.inner.events_by_id(type_name, id, from)
         }
     };
@@ -185,7 +185,7 @@ impl EventLog for SilentAfterFirstLiveEvent {
         &self,
         type_name: &str,
         from: Position,
-    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static + use<> {
         let allowed = self.t.catch_up_len(type_name, from) + 1;
         self.t
             .inner
@@ -286,14 +286,14 @@ impl EventLog for CommitsOutOfOrder {
         type_name: &str,
         id: &str,
         from: SeqNo,
-    ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static + use<> {
         self.inner.events_by_id(type_name, id, from)
     }
     fn events_by_type(
         &self,
         type_name: &str,
         from: Position,
-    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static + use<> {
         let state = (
             self.visible.clone(),
             self.head.subscribe(),
@@ -368,14 +368,14 @@ impl EventLog for PageBoundaryLoss {
         type_name: &str,
         id: &str,
         from: SeqNo,
-    ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static + use<> {
         self.0.events_by_id(type_name, id, from)
     }
     fn events_by_type(
         &self,
         type_name: &str,
         from: Position,
-    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static + use<> {
         self.0
             .events_by_type(type_name, from)
             .enumerate()
@@ -441,7 +441,7 @@ impl EventLog for DropsEmptyEvents {
         type_name: &str,
         id: &str,
         from: SeqNo,
-    ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static + use<> {
         self.0
             .events_by_id(type_name, id, from)
             .try_filter(|(_, e)| std::future::ready(!e.is_empty()))
@@ -450,7 +450,7 @@ impl EventLog for DropsEmptyEvents {
         &self,
         type_name: &str,
         from: Position,
-    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static + use<> {
         self.0
             .events_by_type(type_name, from)
             .try_filter(|e| std::future::ready(!e.event.is_empty()))
@@ -519,7 +519,7 @@ impl EventLog for UnderscoreEscaping {
         type_name: &str,
         id: &str,
         from: SeqNo,
-    ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static + use<> {
         // The inner stream borrows `escape(id)` (see finding: the returned
         // streams capture the argument lifetimes), so collect inside an owner.
         let (inner, type_name, id) = (self.0.clone(), type_name.to_owned(), escape(id));
@@ -533,7 +533,7 @@ impl EventLog for UnderscoreEscaping {
         &self,
         type_name: &str,
         from: Position,
-    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static + use<> {
         self.0.events_by_type(type_name, from).map_ok(|mut e| {
             e.id = unescape(&e.id);
             e
@@ -584,7 +584,7 @@ impl EventLog for LiveIdsMangled {
         &self,
         type_name: &str,
         from: Position,
-    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static + use<> {
         let catch_up = self.t.catch_up_len(type_name, from);
         self.t
             .inner
@@ -856,14 +856,14 @@ impl EventLog for IgnoresExpected {
         type_name: &str,
         id: &str,
         from: SeqNo,
-    ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static + use<> {
         self.0.events_by_id(type_name, id, from)
     }
     fn events_by_type(
         &self,
         type_name: &str,
         from: Position,
-    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static + use<> {
         self.0.events_by_type(type_name, from)
     }
 }

@@ -10,7 +10,7 @@ pub(crate) use eventsourced::testkit::counter::{
 /// is even and decreases by 1 when it is odd, so a sender that awaits each
 /// reply never drives the counter below zero and every prefix has a known sum.
 pub(crate) fn event_for(i: u64) -> CounterEvent {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         CounterEvent::Increased(2)
     } else {
         CounterEvent::Decreased(1)

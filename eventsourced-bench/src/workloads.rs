@@ -46,7 +46,7 @@ pub(crate) async fn spawn<L: EventLog, S: SnapshotStore>(
 
 /// Sends the `i`-th command of a sender (see [`event_for`]); returns the reply.
 async fn send(counter: &EntityRef<Counter>, i: u64) -> Result<u64, BoxError> {
-    let reply = if i % 2 == 0 {
+    let reply = if i.is_multiple_of(2) {
         counter.handle_command(Increase(2)).await?
     } else {
         counter.handle_command(Decrease(1)).await?

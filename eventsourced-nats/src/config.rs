@@ -186,13 +186,13 @@ impl NatsConfig {
                 reason: format!("is {}; JetStream supports 1 to 5", self.replicas),
             });
         }
-        if let Some(max) = self.max_bytes {
-            if i64::try_from(max).is_err() || max == 0 {
-                return Err(NatsError::Config {
-                    field: "max-bytes",
-                    reason: format!("is {max}; use 1 to {} or leave it unset", i64::MAX),
-                });
-            }
+        if let Some(max) = self.max_bytes
+            && (i64::try_from(max).is_err() || max == 0)
+        {
+            return Err(NatsError::Config {
+                field: "max-bytes",
+                reason: format!("is {max}; use 1 to {} or leave it unset", i64::MAX),
+            });
         }
         for (field, value) in [
             ("request-timeout", self.request_timeout),
@@ -205,13 +205,13 @@ impl NatsConfig {
                 });
             }
         }
-        if let Some(tls) = &self.tls {
-            if tls.cert_file.is_some() != tls.key_file.is_some() {
-                return Err(NatsError::Config {
-                    field: "tls",
-                    reason: "cert-file and key-file go together: set both or neither".to_owned(),
-                });
-            }
+        if let Some(tls) = &self.tls
+            && tls.cert_file.is_some() != tls.key_file.is_some()
+        {
+            return Err(NatsError::Config {
+                field: "tls",
+                reason: "cert-file and key-file go together: set both or neither".to_owned(),
+            });
         }
         match &self.auth {
             NatsAuth::UserPassword { user, .. } if user.is_empty() => Err(NatsError::Config {

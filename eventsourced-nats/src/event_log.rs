@@ -792,10 +792,10 @@ async fn by_id_step(state: ById) -> Result<Option<(Vec<(SeqNo, Bytes)>, ById)>, 
                 // Everything asked for is in the last message: no consumer.
                 return Ok(Some((select(batch, from), ById::Done)));
             }
-            if last.seq_no.get() - from.get() < WALK_BACK_EVENTS {
-                if let Some(events) = log.walk_back(&subject, &message, batch, from).await? {
-                    return Ok(Some((events, ById::Done)));
-                }
+            if last.seq_no.get() - from.get() < WALK_BACK_EVENTS
+                && let Some(events) = log.walk_back(&subject, &message, batch, from).await?
+            {
+                return Ok(Some((events, ById::Done)));
             }
             let (start, next) = if from.get() > SEARCH_AFTER_EVENTS {
                 log.find_start(&subject, from, last.stream_seq)
@@ -956,10 +956,10 @@ async fn by_type_step(
         } => {
             let next = {
                 let reconnected = async {
-                    if let Some(connections) = &mut connections {
-                        if connections.changed().await.is_ok() {
-                            return;
-                        }
+                    if let Some(connections) = &mut connections
+                        && connections.changed().await.is_ok()
+                    {
+                        return;
                     }
                     // No signal (or never again): wait for messages only.
                     std::future::pending::<()>().await;
@@ -1080,7 +1080,7 @@ impl EventLog for NatsEventLog {
         type_name: &str,
         id: &str,
         from: SeqNo,
-    ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static + use<> {
         let start = ById::Start {
             log: self.clone(),
             type_name: type_name.to_owned(),
@@ -1094,7 +1094,7 @@ impl EventLog for NatsEventLog {
         &self,
         type_name: &str,
         from: Position,
-    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static + use<> {
         let start = ByType::Start {
             log: self.clone(),
             type_name: type_name.to_owned(),

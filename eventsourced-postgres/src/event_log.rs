@@ -512,7 +512,7 @@ impl EventLog for PostgresEventLog {
         type_name: &str,
         id: &str,
         from: SeqNo,
-    ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static + use<> {
         let shared = Arc::clone(self.shared());
         let (type_name, id) = (type_name.to_owned(), id.to_owned());
         let rows = async move {
@@ -568,7 +568,7 @@ impl EventLog for PostgresEventLog {
         &self,
         type_name: &str,
         from: Position,
-    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static + use<> {
         let follower = Follower {
             inner: Arc::clone(&self.inner),
             wake: self.inner.shared.wake.subscribe(),

@@ -361,7 +361,7 @@ impl EventLog for SqliteEventLog {
         type_name: &str,
         id: &str,
         from: SeqNo,
-    ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static + use<> {
         type Chunk = Result<VecDeque<(SeqNo, Bytes)>, EventLogError>;
         struct Cursor {
             readers: Arc<Readers>,
@@ -438,7 +438,7 @@ impl EventLog for SqliteEventLog {
         &self,
         type_name: &str,
         from: Position,
-    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static + use<> {
         struct Follower {
             inner: Arc<Inner>,
             type_name: Arc<str>,

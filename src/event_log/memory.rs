@@ -177,7 +177,7 @@ impl EventLog for MemoryEventLog {
         type_name: &str,
         id: &str,
         from: SeqNo,
-    ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static + use<> {
         let state = self.lock();
         let events: Vec<_> = state
             .entities
@@ -199,7 +199,7 @@ impl EventLog for MemoryEventLog {
         &self,
         type_name: &str,
         from: Position,
-    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static + use<> {
         struct Follower {
             log: MemoryEventLog,
             type_name: String,

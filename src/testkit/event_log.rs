@@ -506,10 +506,10 @@ async fn live_stream_follows_concurrent_appends<L: EventLog>(log: &L) {
                         seen.len()
                     ),
                 }
-                if seen.len() == 1 {
-                    if let Some(tx) = following_tx.take() {
-                        let _ = tx.send(());
-                    }
+                if seen.len() == 1
+                    && let Some(tx) = following_tx.take()
+                {
+                    let _ = tx.send(());
                 }
             }
             seen

@@ -70,7 +70,7 @@ impl EventLog for InstrumentedLog {
         type_name: &str,
         id: &str,
         from: SeqNo,
-    ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<(SeqNo, Bytes), EventLogError>> + Send + 'static + use<> {
         self.inner.events_by_id(type_name, id, from)
     }
 
@@ -78,7 +78,7 @@ impl EventLog for InstrumentedLog {
         &self,
         type_name: &str,
         from: Position,
-    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<EventEnvelope, EventLogError>> + Send + 'static + use<> {
         self.inner.events_by_type(type_name, from)
     }
 }

@@ -33,10 +33,10 @@ const MIN_VERSION: (u32, u32) = (2, 10);
 
 /// The server for ordinary tests: `NATS_URL`, or one started for this process.
 pub fn nats_url() -> String {
-    if let Ok(url) = std::env::var("NATS_URL") {
-        if !url.trim().is_empty() {
-            return url;
-        }
+    if let Ok(url) = std::env::var("NATS_URL")
+        && !url.trim().is_empty()
+    {
+        return url;
     }
     static SHARED: OnceLock<TestServer> = OnceLock::new();
     SHARED.get_or_init(|| TestServer::start(&[])).url()
@@ -62,10 +62,10 @@ fn find_or_install() -> PathBuf {
             ),
         }
     }
-    if let Some(v) = version_of(Path::new("nats-server")) {
-        if v >= MIN_VERSION {
-            return PathBuf::from("nats-server");
-        }
+    if let Some(v) = version_of(Path::new("nats-server"))
+        && v >= MIN_VERSION
+    {
+        return PathBuf::from("nats-server");
     }
     install_pinned()
 }

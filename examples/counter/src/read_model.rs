@@ -88,10 +88,10 @@ pub(crate) async fn catch_up(log: &SqliteEventLog, path: &Path) -> Result<Totals
     projection.run().await;
     let state = loop {
         let state = projection.state().await;
-        if let Some(error) = &state.last_error {
-            if !state.running {
-                return Err(format!("the counter-totals projection stopped: {error:?}").into());
-            }
+        if let Some(error) = &state.last_error
+            && !state.running
+        {
+            return Err(format!("the counter-totals projection stopped: {error:?}").into());
         }
         if state.lag == Some(0) {
             break state;
