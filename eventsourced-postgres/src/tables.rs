@@ -51,6 +51,24 @@ fn validate_identifier(field: &'static str, name: &str, max: usize) -> Result<()
     Ok(())
 }
 
+/// The columns that name an event's or a snapshot's entity and seq_no, as
+/// the shape checks expect them: text compared bytewise (`COLLATE "C"`).
+const TYPE_NAME: Column = Column {
+    name: "type_name",
+    sql_type: "text",
+    collation: Some("C"),
+};
+const ID: Column = Column {
+    name: "id",
+    sql_type: "text",
+    collation: Some("C"),
+};
+const SEQ_NO: Column = Column {
+    name: "seq_no",
+    sql_type: "bigint",
+    collation: None,
+};
+
 impl Tables {
     /// Validates the three names.
     pub(crate) fn new(schema: &str, events: &str, snapshots: &str) -> Result<Self, PostgresError> {
@@ -169,21 +187,9 @@ impl Tables {
                 sql_type: "bigint",
                 collation: None,
             },
-            Column {
-                name: "type_name",
-                sql_type: "text",
-                collation: Some("C"),
-            },
-            Column {
-                name: "id",
-                sql_type: "text",
-                collation: Some("C"),
-            },
-            Column {
-                name: "seq_no",
-                sql_type: "bigint",
-                collation: None,
-            },
+            TYPE_NAME,
+            ID,
+            SEQ_NO,
             Column {
                 name: "event",
                 sql_type: "bytea",
@@ -251,21 +257,9 @@ impl Tables {
     /// differs. Keep the two in step.
     pub(crate) fn snapshots_shape(&self) -> Shape {
         const COLUMNS: &[Column] = &[
-            Column {
-                name: "type_name",
-                sql_type: "text",
-                collation: Some("C"),
-            },
-            Column {
-                name: "id",
-                sql_type: "text",
-                collation: Some("C"),
-            },
-            Column {
-                name: "seq_no",
-                sql_type: "bigint",
-                collation: None,
-            },
+            TYPE_NAME,
+            ID,
+            SEQ_NO,
             Column {
                 name: "state",
                 sql_type: "bytea",
