@@ -3,7 +3,7 @@
 //! reference crate's defect of ignoring the expected seq_no, a live
 //! stream that goes silent, the sequence-gap bug, an event lost at a page
 //! boundary, empty events dropped, ids that collide after escaping, ids
-//! mangled only live, snapshots keyed without the id, an older concurrent
+//! mangled only live, snapshot keys that let two entities collide, an older concurrent
 //! save winning), shows directly that it is broken, and then that
 //! `testkit::check_event_log` or `check_snapshot_store` fails it.
 
@@ -625,60 +625,33 @@ async fn suite_rejects_a_log_that_mangles_ids_of_live_events() {
 }
 
 // ---------------------------------------------------------------------------
-// Broken snapshot store: ignores the entity id (one snapshot per type).
+// Broken snapshot stores: each keys its snapshots by a lossy function of
+// (type, id), so that two entities share one snapshot.
 // ---------------------------------------------------------------------------
 
-#[derive(Clone, Default)]
-struct SnapshotsIgnoreId(MemorySnapshotStore);
+/// Makes the (type, id) a store keeps a snapshot under from the entity's.
+type Rekey = fn(&str, &str) -> (String, String);
 
-impl SnapshotStore for SnapshotsIgnoreId {
-    async fn save(
-        &self,
-        type_name: &str,
-        _id: &str,
-        seq_no: SeqNo,
-        state: Bytes,
-    ) -> Result<(), SnapshotStoreError> {
-        self.0.save(type_name, "the-only-one", seq_no, state).await
+/// A (type, id).
+type Entity = (&'static str, &'static str);
+
+/// The in-memory store under a key made by `rekey` from (type, id).
+#[derive(Clone)]
+struct Rekeyed {
+    inner: MemorySnapshotStore,
+    rekey: Rekey,
+}
+
+impl Rekeyed {
+    fn new(rekey: Rekey) -> Self {
+        Rekeyed {
+            inner: MemorySnapshotStore::default(),
+            rekey,
+        }
     }
-    async fn load(
-        &self,
-        type_name: &str,
-        _id: &str,
-    ) -> Result<Option<(SeqNo, Bytes)>, SnapshotStoreError> {
-        self.0.load(type_name, "the-only-one").await
-    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn snapshot_suite_rejects_a_store_that_ignores_the_id() {
-    let store = SnapshotsIgnoreId::default();
-    store
-        .save("t", "alice", SeqNo::new(3), "alice's".into())
-        .await
-        .unwrap();
-    assert_eq!(
-        store.load("t", "bob").await.unwrap(),
-        Some((SeqNo::new(3), Bytes::from("alice's"))),
-        "sanity: bob recovers from alice's snapshot"
-    );
-    assert!(
-        !snapshot_suite_passes(SnapshotsIgnoreId::default()).await,
-        "the suite must reject a store that keeps ONE snapshot per \
-         entity type, ignoring the id (entities would recover from each other's state)"
-    );
-}
-
-/// A store with a classic escaping bug: separators are all mapped to `_`, so
-/// "a.b", "a b" and "a/b" share one snapshot.
-#[derive(Clone, Default)]
-struct CollidingStore(MemorySnapshotStore);
-
-fn escape_separators(id: &str) -> String {
-    id.replace(['.', ' ', '/', '*', '>'], "_")
-}
-
-impl SnapshotStore for CollidingStore {
+impl SnapshotStore for Rekeyed {
     async fn save(
         &self,
         type_name: &str,
@@ -686,86 +659,62 @@ impl SnapshotStore for CollidingStore {
         seq_no: SeqNo,
         state: Bytes,
     ) -> Result<(), SnapshotStoreError> {
-        self.0
-            .save(type_name, &escape_separators(id), seq_no, state)
+        let (type_name, id) = (self.rekey)(type_name, id);
+        self.inner.save(&type_name, &id, seq_no, state).await
+    }
+
+    async fn load(
+        &self,
+        type_name: &str,
+        id: &str,
+    ) -> Result<Option<(SeqNo, Bytes)>, SnapshotStoreError> {
+        let (type_name, id) = (self.rekey)(type_name, id);
+        self.inner.load(&type_name, &id).await
+    }
+}
+
+/// Each broken key, two entities it confuses, and what the suite must catch.
+const REKEYINGS: &[(Rekey, Entity, Entity, &str)] = &[
+    (
+        |t, _id| (t.to_owned(), "the-only-one".to_owned()),
+        ("t", "alice"),
+        ("t", "bob"),
+        "one snapshot per entity type, ignoring the id (entities would recover from \
+         each other's state)",
+    ),
+    (
+        |t, id| (t.to_owned(), id.replace(['.', ' ', '/', '*', '>'], "_")),
+        ("t", "a.b"),
+        ("t", "a b"),
+        "separators all escaped to `_`, so \"a.b\" and \"a b\" share a snapshot",
+    ),
+    (
+        |t, id| ("all".to_owned(), format!("{t}.{id}")),
+        ("a", "b.c"),
+        ("a.b", "c"),
+        "type and id joined by a dot unescaped, so (\"a\", \"b.c\") and (\"a.b\", \"c\") \
+         share a snapshot",
+    ),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_suite_rejects_stores_whose_keys_collide() {
+    for &(rekey, (type_a, id_a), (type_b, id_b), what) in REKEYINGS {
+        let store = Rekeyed::new(rekey);
+        store
+            .save(type_a, id_a, SeqNo::new(3), "a's".into())
             .await
+            .unwrap();
+        assert_eq!(
+            store.load(type_b, id_b).await.unwrap(),
+            Some((SeqNo::new(3), Bytes::from("a's"))),
+            "sanity: the broken store ({what}) loads another entity's snapshot"
+        );
+        assert!(
+            !snapshot_suite_passes(Rekeyed::new(rekey)).await,
+            "the suite must reject a store with {what}"
+        );
     }
-
-    async fn load(
-        &self,
-        type_name: &str,
-        id: &str,
-    ) -> Result<Option<(SeqNo, Bytes)>, SnapshotStoreError> {
-        self.0.load(type_name, &escape_separators(id)).await
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn snapshot_suite_rejects_a_store_whose_ids_collide() {
-    // Prove the store really collides.
-    let store = CollidingStore::default();
-    store
-        .save("t", "a.b", SeqNo::new(1), Bytes::from("a.b"))
-        .await
-        .unwrap();
-    store
-        .save("t", "a b", SeqNo::new(2), Bytes::from("a b"))
-        .await
-        .unwrap();
-    assert_eq!(
-        store.load("t", "a.b").await.unwrap(),
-        Some((SeqNo::new(2), Bytes::from("a b"))),
-        "precondition: the test store returns the snapshot of another id"
-    );
-    assert!(
-        !snapshot_suite_passes(CollidingStore::default()).await,
-        "the suite must reject a store where load(\"a.b\") returns the snapshot of \"a b\""
-    );
-}
-
-/// A store keyed by "<type>.<id>" without escaping: ("a", "b.c") and
-/// ("a.b", "c") share one snapshot.
-#[derive(Clone, Default)]
-struct JoinedKeyStore(MemorySnapshotStore);
-
-impl SnapshotStore for JoinedKeyStore {
-    async fn save(
-        &self,
-        type_name: &str,
-        id: &str,
-        seq_no: SeqNo,
-        state: Bytes,
-    ) -> Result<(), SnapshotStoreError> {
-        self.0
-            .save("all", &format!("{type_name}.{id}"), seq_no, state)
-            .await
-    }
-
-    async fn load(
-        &self,
-        type_name: &str,
-        id: &str,
-    ) -> Result<Option<(SeqNo, Bytes)>, SnapshotStoreError> {
-        self.0.load("all", &format!("{type_name}.{id}")).await
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn snapshot_suite_rejects_a_store_that_joins_type_and_id_unescaped() {
-    let store = JoinedKeyStore::default();
-    store
-        .save("a", "b.c", SeqNo::new(1), Bytes::from("a/b.c"))
-        .await
-        .unwrap();
-    assert_eq!(
-        store.load("a.b", "c").await.unwrap(),
-        Some((SeqNo::new(1), Bytes::from("a/b.c"))),
-        "precondition: the test store mixes up entities of different types"
-    );
-    assert!(
-        !snapshot_suite_passes(JoinedKeyStore::default()).await,
-        "the suite must reject a store where load(\"a.b\", \"c\") returns the snapshot of (\"a\", \"b.c\")"
-    );
 }
 
 /// A store that checks "stored seq_no <= new" and writes in two steps (no
