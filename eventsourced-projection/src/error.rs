@@ -154,9 +154,28 @@ where
     }
 }
 
+/// An error and its sources, joined by ": " (a source whose text is already
+/// there is left out), so that a wrapper like tokio-postgres's `db error`
+/// shows the server's message too.
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The handler's error with its sources (see [`chain`]): what
+/// `LastError::message` shows.
 impl fmt::Display for HandlerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
+        f.write_str(&chain(self.0.as_ref()))
     }
 }
 

@@ -23,12 +23,31 @@ use tokio::sync::Notify;
 pub trait Lease: Send + Sync + fmt::Debug + 'static {
     /// Waits for and takes the lease of the projection `name`.
     fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<LeaseGuard, ProjectionError>>;
+
+    /// Why the lease's settings cannot work, if they cannot; checked when the
+    /// projection is built, so that they are not found out by a projection
+    /// that restarts forever. The default accepts any.
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
-/// A held lease: released when dropped.
+/// A held lease: released by [`release`](LeaseGuard::release), which the
+/// projection awaits before `stop()` returns, or when dropped.
 pub struct LeaseGuard {
     lost: Fuse<BoxFuture<'static, String>>,
-    _hold: Box<dyn Any + Send + Sync>,
+    hold: Held,
+}
+
+/// The release function of a lease that must be awaited to be released.
+type ReleaseFn = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send + Sync>;
+
+enum Held {
+    /// Released when dropped.
+    Dropped(#[allow(dead_code)] Box<dyn Any + Send + Sync>),
+    /// Released once the future it makes completes; dropped unawaited, it
+    /// releases as its parts drop.
+    Released(ReleaseFn),
 }
 
 impl LeaseGuard {
@@ -40,7 +59,30 @@ impl LeaseGuard {
     ) -> Self {
         LeaseGuard {
             lost: lost.boxed().fuse(),
-            _hold: Box::new(hold),
+            hold: Held::Dropped(Box::new(hold)),
+        }
+    }
+
+    /// A guard whose lease is given up by the future that `release` makes:
+    /// for a lease that other processes see free only once a round trip has
+    /// completed (a row deleted, a lock unlocked). If the guard is dropped
+    /// without [`release`](LeaseGuard::release), `release` is dropped unrun,
+    /// and whatever it owns must then release the lease as it drops.
+    pub fn with_release(
+        release: impl FnOnce() -> BoxFuture<'static, ()> + Send + Sync + 'static,
+        lost: impl Future<Output = String> + Send + 'static,
+    ) -> Self {
+        LeaseGuard {
+            lost: lost.boxed().fuse(),
+            hold: Held::Released(Box::new(release)),
+        }
+    }
+
+    /// Gives the lease up, and returns once other instances can take it.
+    pub async fn release(self) {
+        match self.hold {
+            Held::Dropped(hold) => drop(hold),
+            Held::Released(release) => release().await,
         }
     }
 

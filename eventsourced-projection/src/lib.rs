@@ -26,7 +26,7 @@ pub use event::ProjectedEvent;
 pub use lag::LagSource;
 pub use lease::{InProcessLease, Lease, LeaseGuard};
 pub use memory::{MemoryLag, MemoryOffsetStore};
-pub use projection::{Projection, ProjectionBuilder};
+pub use projection::{MAX_NAME_BYTES, Projection, ProjectionBuilder};
 pub use sink::{AtLeastOnce, Batch, BatchError, Delivery, Handler, OffsetStore, ProjectionSink};
 pub use state::{ErrorAction, LastError, Phase, ProjectionState};
 pub use strategy::{ErrorStrategy, Exhausted, RetryPolicy};

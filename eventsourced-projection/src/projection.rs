@@ -15,6 +15,9 @@ use tokio::{
 };
 use tracing::{Instrument, debug, warn};
 
+/// The longest projection name, in bytes (see [`ProjectionBuilder::build`]).
+pub const MAX_NAME_BYTES: usize = 255;
+
 /// A named read model kept up to date from the events of one entity type.
 ///
 /// It follows [`EventLog::events_by_type`] from the offset stored by its sink,
@@ -203,6 +206,24 @@ where
                 reason: "a projection name must not be empty".to_owned(),
             });
         }
+        // Offset stores and leases key rows by the name: PostgreSQL text
+        // cannot hold NUL, and its index rows hold at most ~2.7 KB.
+        if self.name.len() > MAX_NAME_BYTES || self.name.chars().any(char::is_control) {
+            return Err(ProjectionError::InvalidConfig {
+                what: "name",
+                reason: format!(
+                    "a projection name must be at most {MAX_NAME_BYTES} bytes without control \
+                     characters (NUL, newline, ...), not {:?}",
+                    self.name.chars().take(80).collect::<String>()
+                ),
+            });
+        }
+        self.lease
+            .check()
+            .map_err(|reason| ProjectionError::InvalidConfig {
+                what: "lease",
+                reason,
+            })?;
         if self.type_name.is_empty() {
             return Err(ProjectionError::InvalidConfig {
                 what: "type_name",
@@ -220,6 +241,13 @@ where
             return Err(ProjectionError::InvalidConfig {
                 what: "restart_backoff",
                 reason: "min must not exceed max".to_owned(),
+            });
+        }
+        if config.restart_min_backoff.is_zero() {
+            return Err(ProjectionError::InvalidConfig {
+                what: "restart_backoff",
+                reason: "min must be above zero: a failing store would be retried in a busy loop"
+                    .to_owned(),
             });
         }
         let state = ProjectionState {
@@ -501,7 +529,7 @@ where
                     debug!(projection = %name, "lease acquired");
                     self.set_phase(Phase::Running);
                     let outcome = self.session(&mut guard).await;
-                    drop(guard);
+                    guard.release().await;
                     outcome
                 }
             };

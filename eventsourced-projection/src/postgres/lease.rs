@@ -116,7 +116,7 @@ impl PostgresLease {
             .config
             .connect(NoTls)
             .await
-            .map_err(|e| lease_err(format!("cannot connect: {e}")))?;
+            .map_err(|e| lease_err(format!("cannot connect: {}", crate::error::chain(&e))))?;
         let (lost_tx, mut lost_rx) = mpsc::channel::<String>(2);
         let connection_lost = lost_tx.clone();
         let connection_task = AbortOnDrop(tokio::spawn(async move {
@@ -131,7 +131,12 @@ impl PostgresLease {
             let locked: bool = client
                 .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
                 .await
-                .map_err(|e| lease_err(format!("cannot take the advisory lock: {e}")))?
+                .map_err(|e| {
+                    lease_err(format!(
+                        "cannot take the advisory lock: {}",
+                        crate::error::chain(&e)
+                    ))
+                })?
                 .get(0);
             if locked {
                 break;
@@ -160,9 +165,10 @@ impl PostgresLease {
             }
         }));
         let hold = Hold {
-            _check_task: check_task,
-            _client: client,
+            check_task,
+            client,
             _connection_task: connection_task,
+            key,
         };
         let lost = async move {
             lost_rx
@@ -170,16 +176,32 @@ impl PostgresLease {
                 .await
                 .unwrap_or_else(|| "the lease was released".to_owned())
         };
-        Ok(LeaseGuard::new(hold, lost))
+        Ok(LeaseGuard::with_release(move || hold.release().boxed(), lost))
     }
 }
 
 /// Dropped in field order: the check task first (it holds a client clone),
-/// then the client (closing the connection, which frees the lock).
+/// then the client (closing the connection, which frees the lock once the
+/// server notices).
 struct Hold {
-    _check_task: AbortOnDrop,
-    _client: Arc<Client>,
+    check_task: AbortOnDrop,
+    client: Arc<Client>,
     _connection_task: AbortOnDrop,
+    key: i64,
+}
+
+impl Hold {
+    /// Unlocks, so that the lock is free when this returns (unless the
+    /// connection is gone, which frees it too), then closes the connection.
+    async fn release(self) {
+        self.check_task.0.abort();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.client
+                .execute("SELECT pg_advisory_unlock($1)", &[&self.key]),
+        )
+        .await;
+    }
 }
 
 struct AbortOnDrop(JoinHandle<()>);
@@ -193,6 +215,15 @@ impl Drop for AbortOnDrop {
 impl Lease for PostgresLease {
     fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<LeaseGuard, ProjectionError>> {
         self.try_acquire(name).boxed()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.retry_interval.is_zero() || self.check_interval.is_zero() {
+            return Err(
+                "the PostgreSQL lease's retry and check intervals must be above zero".to_owned(),
+            );
+        }
+        Ok(())
     }
 }
 

@@ -10,8 +10,9 @@ use tokio_postgres::{GenericClient, Transaction};
 
 const BACKEND: &str = "postgres";
 
+/// The error with the server's message (tokio-postgres alone says `db error`).
 fn pg_err(operation: &'static str) -> impl FnOnce(tokio_postgres::Error) -> ProjectionError {
-    move |e| ProjectionError::offset_store(BACKEND, operation, e)
+    move |e| ProjectionError::offset_store(BACKEND, operation, crate::error::chain(&e))
 }
 
 fn position_param(position: Position) -> Result<i64, ProjectionError> {

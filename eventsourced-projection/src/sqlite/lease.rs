@@ -60,9 +60,7 @@ impl SqliteLease {
             name: name.to_owned(),
             reason,
         };
-        if self.ttl < Duration::from_millis(30) {
-            return Err(lease_err("the ttl must be at least 30 ms".to_owned()));
-        }
+        self.check().map_err(lease_err)?;
         let path = self.path.clone();
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection, ProjectionError> {
             let conn = Connection::open(&path).map_err(sql_err("open the lease file"))?;
@@ -115,6 +113,7 @@ impl SqliteLease {
             conn,
             name: name.to_owned(),
             owner,
+            released: false,
         };
         let lost = async move {
             lost_rx
@@ -122,7 +121,7 @@ impl SqliteLease {
                 .await
                 .unwrap_or_else(|| "the lease was released".to_owned())
         };
-        Ok(LeaseGuard::new(hold, lost))
+        Ok(LeaseGuard::with_release(move || hold.release().boxed(), lost))
     }
 }
 
@@ -142,7 +141,9 @@ async fn renew(
 ) {
     let ttl_ms = millis(ttl);
     let held_for = ttl - ttl / 5;
-    let mut valid_until = taken_at + held_for;
+    // A ttl beyond what an Instant can hold means no deadline in practice.
+    let until = |start: Instant| start.checked_add(held_for).unwrap_or_else(far_future);
+    let mut valid_until = until(taken_at);
     let mut last_error = None;
     let reason = loop {
         let attempt = async {
@@ -170,7 +171,7 @@ async fn renew(
         };
         match renewed {
             Ok(Ok(1)) => {
-                valid_until = started + held_for;
+                valid_until = until(started);
                 last_error = None;
             }
             Ok(Ok(_)) => break "another instance took the expired lease".to_owned(),
@@ -179,6 +180,13 @@ async fn renew(
         }
     };
     let _ = lost.send(reason).await;
+}
+
+/// About thirty years from now: later than any lease runs.
+fn far_future() -> Instant {
+    let now = Instant::now();
+    now.checked_add(Duration::from_secs(30 * 365 * 24 * 3600))
+        .unwrap_or(now)
 }
 
 /// `d` in whole milliseconds, saturating.
@@ -202,12 +210,36 @@ fn new_owner() -> String {
     )
 }
 
-/// Stops renewing and deletes the row when the guard is dropped.
+/// Stops renewing and deletes the row: awaited by [`Hold::release`], or in
+/// the background when dropped unreleased.
 struct Hold {
     renew: JoinHandle<()>,
     conn: Arc<Mutex<Connection>>,
     name: String,
     owner: String,
+    released: bool,
+}
+
+impl Hold {
+    /// Deletes the row, returning once it is gone (or the delete failed, and
+    /// the row expires after the ttl).
+    async fn release(mut self) {
+        self.renew.abort();
+        let delete = self.delete();
+        let _ = tokio::task::spawn_blocking(delete).await;
+        self.released = true;
+    }
+
+    fn delete(&self) -> impl FnOnce() + Send + 'static {
+        let (conn, name, owner) = (self.conn.clone(), self.name.clone(), self.owner.clone());
+        move || {
+            // Best effort: if this fails, the row expires after the ttl.
+            let _ = lock(&conn).execute(
+                "DELETE FROM projection_leases WHERE name = ?1 AND owner = ?2",
+                params![name, owner],
+            );
+        }
+    }
 }
 
 impl fmt::Debug for Hold {
@@ -219,14 +251,10 @@ impl fmt::Debug for Hold {
 impl Drop for Hold {
     fn drop(&mut self) {
         self.renew.abort();
-        let (conn, name, owner) = (self.conn.clone(), self.name.clone(), self.owner.clone());
-        let release = move || {
-            // Best effort: if this fails, the row expires after the ttl.
-            let _ = lock(&conn).execute(
-                "DELETE FROM projection_leases WHERE name = ?1 AND owner = ?2",
-                params![name, owner],
-            );
-        };
+        if self.released {
+            return;
+        }
+        let release = self.delete();
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => drop(handle.spawn_blocking(release)),
             Err(_) => release(),
@@ -237,5 +265,18 @@ impl Drop for Hold {
 impl Lease for SqliteLease {
     fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<LeaseGuard, ProjectionError>> {
         self.try_acquire(name).boxed()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.ttl < Duration::from_millis(30) {
+            return Err(format!(
+                "the SQLite lease's ttl must be at least 30 ms, not {:?}",
+                self.ttl
+            ));
+        }
+        if self.retry_interval.is_zero() {
+            return Err("the SQLite lease's retry interval must be above zero".to_owned());
+        }
+        Ok(())
     }
 }
