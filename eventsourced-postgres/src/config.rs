@@ -401,6 +401,44 @@ impl PostgresConfig {
         pg
     }
 
+    /// Opens one connection of its own with these settings, TLS as
+    /// [`tls_mode`](Self::tls_mode) says, outside any pool: for a session that
+    /// must stay on one connection, such as a projection's advisory-lock
+    /// lease. Returns the client and the connection's future, which the
+    /// caller spawns (the client works while it runs).
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), eventsourced_postgres::PostgresError> {
+    /// let config = eventsourced_postgres::PostgresConfig::from_url("postgres://postgres@127.0.0.1/test")?;
+    /// let (client, connection) = config.connect_session().await?;
+    /// tokio::spawn(connection);
+    /// client.simple_query("SELECT 1").await.ok();
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_session(
+        &self,
+    ) -> Result<
+        (
+            tokio_postgres::Client,
+            futures::future::BoxFuture<'static, Result<(), tokio_postgres::Error>>,
+        ),
+        PostgresError,
+    > {
+        use futures::FutureExt;
+        let failed = |e: tokio_postgres::Error| PostgresError::Connect {
+            place: self.place(),
+            reason: crate::error::error_chain(&e),
+        };
+        let pg = self.pg_config();
+        if self.tls_mode == TlsMode::Disable {
+            let (client, connection) = pg.connect(tokio_postgres::NoTls).await.map_err(failed)?;
+            Ok((client, connection.boxed()))
+        } else {
+            let (client, connection) = pg.connect(self.tls()?).await.map_err(failed)?;
+            Ok((client, connection.boxed()))
+        }
+    }
+
     /// The TLS connector for [`tls_mode`](Self::tls_mode): it checks the
     /// certificate chain and host name only as far as the mode asks.
     pub(crate) fn tls(&self) -> Result<MakeTlsConnector, PostgresError> {

@@ -250,7 +250,7 @@ fn is_tls_failure(error: &tokio_postgres::Error) -> bool {
 }
 
 /// An error and its sources, joined by `: `.
-fn error_chain(error: &tokio_postgres::Error) -> String {
+pub(crate) fn error_chain(error: &tokio_postgres::Error) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(current) = source {

@@ -233,19 +233,30 @@ where
         let config = self.config;
         if config.batch_size == 0 {
             return Err(ProjectionError::InvalidConfig {
-                what: "batch_size",
+                what: "batch-size",
                 reason: "must be at least 1".to_owned(),
             });
         }
         if config.restart_min_backoff > config.restart_max_backoff {
             return Err(ProjectionError::InvalidConfig {
-                what: "restart_backoff",
-                reason: "min must not exceed max".to_owned(),
+                what: "restart-min-backoff",
+                reason: "must not exceed restart-max-backoff".to_owned(),
+            });
+        }
+        if let ErrorStrategy::Retry(retry) = config.error_strategy
+            && retry.min_backoff > retry.max_backoff
+        {
+            return Err(ProjectionError::InvalidConfig {
+                what: "error-strategy",
+                reason: format!(
+                    "min-backoff {:?} must not exceed max-backoff {:?}",
+                    retry.min_backoff, retry.max_backoff
+                ),
             });
         }
         if config.restart_min_backoff.is_zero() {
             return Err(ProjectionError::InvalidConfig {
-                what: "restart_backoff",
+                what: "restart-min-backoff",
                 reason: "min must be above zero: a failing store would be retried in a busy loop"
                     .to_owned(),
             });

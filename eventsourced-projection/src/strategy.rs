@@ -20,7 +20,7 @@ use std::time::Duration;
 /// assert_eq!(strategy.to_string(), "retry up to 5 times (backoff 100ms..10s), then skip");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
+#[serde(tag = "kind", rename_all = "kebab-case", from = "StrictStrategy")]
 #[non_exhaustive]
 pub enum ErrorStrategy {
     /// Stop the projection; its state shows the error and the failing position.
@@ -31,6 +31,28 @@ pub enum ErrorStrategy {
     Skip,
     /// Retry the event with exponential backoff, then stop or skip.
     Retry(RetryPolicy),
+}
+
+/// How an [`ErrorStrategy`] is read: its unit kinds as struct variants, so
+/// that `deny_unknown_fields` refuses extra keys there too (serde lets them
+/// pass for unit variants of an internally tagged enum), e.g. a
+/// `max-retries` given with `kind: stop`.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+enum StrictStrategy {
+    Stop {},
+    Skip {},
+    Retry(RetryPolicy),
+}
+
+impl From<StrictStrategy> for ErrorStrategy {
+    fn from(strategy: StrictStrategy) -> Self {
+        match strategy {
+            StrictStrategy::Stop {} => ErrorStrategy::Stop,
+            StrictStrategy::Skip {} => ErrorStrategy::Skip,
+            StrictStrategy::Retry(retry) => ErrorStrategy::Retry(retry),
+        }
+    }
 }
 
 /// Retries with exponential backoff: `min_backoff`, doubled after each

@@ -387,7 +387,7 @@ fn invalid_configuration_is_refused() {
     .batch_size(0)
     .build();
     let e = p.unwrap_err().to_string();
-    assert!(e.contains("batch_size"), "{e}");
+    assert!(e.contains("batch-size"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -15,7 +15,10 @@ use tracing::debug;
 /// and the projection stops handling until it acquires the lease again.
 ///
 /// The lock key is a 64-bit FNV-1a hash of `"eventsourced-projection/" + name`.
-/// Connections are made without TLS (for servers on a trusted network).
+/// [`for_log`](PostgresLease::for_log) connects as the log does, TLS
+/// included; [`new`](PostgresLease::new) and
+/// [`from_url`](PostgresLease::from_url) connect without TLS (for servers on
+/// a trusted network).
 ///
 /// ```no_run
 /// use eventsourced_projection::postgres::PostgresLease;
@@ -23,16 +26,29 @@ use tracing::debug;
 /// ```
 #[derive(Clone)]
 pub struct PostgresLease {
-    config: tokio_postgres::Config,
+    server: Server,
     retry_interval: Duration,
     check_interval: Duration,
 }
 
+/// Where and how the lease connects.
+#[derive(Clone)]
+enum Server {
+    /// Without TLS.
+    Plain(Box<tokio_postgres::Config>),
+    /// As the event log of this config does, TLS as its `tls_mode` says.
+    Log(Box<eventsourced_postgres::PostgresConfig>),
+}
+
 impl fmt::Debug for PostgresLease {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // tokio_postgres::Config redacts the password in its Debug output.
+        // Both configs redact the password in their Debug output.
+        let server: &dyn fmt::Debug = match &self.server {
+            Server::Plain(config) => config,
+            Server::Log(config) => config,
+        };
         f.debug_struct("PostgresLease")
-            .field("config", &self.config)
+            .field("server", server)
             .field("retry_interval", &self.retry_interval)
             .field("check_interval", &self.check_interval)
             .finish()
@@ -47,31 +63,22 @@ impl PostgresLease {
             config.connect_timeout(Duration::from_secs(10));
         }
         PostgresLease {
-            config,
+            server: Server::Plain(Box::new(config)),
             retry_interval: Duration::from_millis(500),
             check_interval: Duration::from_secs(1),
         }
     }
 
     /// A lease on the server of `log`, with its connection settings (host,
-    /// port, user, password, database, connect timeout) and an
+    /// port, user, password, database, connect timeout, TLS) and an
     /// `application_name` of `<its application name>-lease`.
     pub fn for_log(log: &eventsourced_postgres::PostgresEventLog) -> Self {
-        let c = log.config();
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host(&c.host)
-            .port(c.port)
-            .user(&c.user)
-            .dbname(&c.dbname)
-            .application_name(format!("{}-lease", c.application_name))
-            .connect_timeout(c.connect_timeout)
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(30));
-        if let Some(password) = &c.password {
-            config.password(password.as_bytes());
+        let mut config = log.config().clone();
+        config.application_name = format!("{}-lease", config.application_name);
+        PostgresLease {
+            server: Server::Log(Box::new(config)),
+            ..Self::new(tokio_postgres::Config::new())
         }
-        Self::new(config)
     }
 
     /// A lease on the server of a `postgres://` URL or key=value string.
@@ -112,11 +119,17 @@ impl PostgresLease {
             name: name.to_owned(),
             reason,
         };
-        let (client, connection) = self
-            .config
-            .connect(NoTls)
-            .await
-            .map_err(|e| lease_err(format!("cannot connect: {}", crate::error::chain(&e))))?;
+        let (client, connection) = match &self.server {
+            Server::Plain(config) => config
+                .connect(NoTls)
+                .await
+                .map(|(client, connection)| (client, connection.boxed()))
+                .map_err(|e| lease_err(format!("cannot connect: {}", crate::error::chain(&e))))?,
+            Server::Log(config) => config
+                .connect_session()
+                .await
+                .map_err(|e| lease_err(format!("cannot connect: {e}")))?,
+        };
         let (lost_tx, mut lost_rx) = mpsc::channel::<String>(2);
         let connection_lost = lost_tx.clone();
         let connection_task = AbortOnDrop(tokio::spawn(async move {
@@ -176,7 +189,10 @@ impl PostgresLease {
                 .await
                 .unwrap_or_else(|| "the lease was released".to_owned())
         };
-        Ok(LeaseGuard::with_release(move || hold.release().boxed(), lost))
+        Ok(LeaseGuard::with_release(
+            move || hold.release().boxed(),
+            lost,
+        ))
     }
 }
 

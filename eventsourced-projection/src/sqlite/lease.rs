@@ -121,7 +121,10 @@ impl SqliteLease {
                 .await
                 .unwrap_or_else(|| "the lease was released".to_owned())
         };
-        Ok(LeaseGuard::with_release(move || hold.release().boxed(), lost))
+        Ok(LeaseGuard::with_release(
+            move || hold.release().boxed(),
+            lost,
+        ))
     }
 }
 
