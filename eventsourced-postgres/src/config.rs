@@ -247,15 +247,6 @@ impl PostgresConfig {
                 reason: e.to_string(),
             })?;
         let mut config = PostgresConfig::default();
-        // An `sslmode` written in a form not taken out above (`sslmode =
-        // require`) was read by the driver: never silently drop it.
-        if rest.contains("sslmode") {
-            config.tls_mode = match parsed.get_ssl_mode() {
-                SslMode::Disable => TlsMode::Disable,
-                SslMode::Require => TlsMode::Require,
-                _ => TlsMode::Prefer,
-            };
-        }
         for (key, value) in tls_params {
             match key.as_str() {
                 "sslmode" => {
@@ -347,6 +338,19 @@ impl PostgresConfig {
         };
         if self.host.is_empty() {
             return Err(invalid("host", "must not be empty"));
+        }
+        // The protocol's strings end at NUL: the driver could not send it,
+        // and would blame the connection.
+        for (field, value) in [
+            ("host", self.host.as_str()),
+            ("user", &self.user),
+            ("dbname", &self.dbname),
+            ("application-name", &self.application_name),
+            ("password", self.password.as_deref().unwrap_or_default()),
+        ] {
+            if value.contains('\0') {
+                return Err(invalid(field, "must not contain a NUL character (\\0)"));
+            }
         }
         if self.user.is_empty() {
             return Err(invalid("user", "must not be empty"));
@@ -544,14 +548,65 @@ fn split_tls_params(url: &str) -> (String, Vec<(String, String)>) {
         };
         (rest, taken)
     } else {
-        // Cut the taken pairs out of the string, leaving the rest (quoted
-        // values with spaces included) exactly as written.
+        // Cut the taken pairs out of the string by their place, leaving the
+        // rest (quoted values with spaces included) exactly as written.
         let mut rest = url.to_owned();
-        for pair in url.split_whitespace().filter(|pair| !keep(pair)) {
-            if let Some(at) = rest.find(pair) {
-                rest.replace_range(at..at + pair.len(), "");
+        for (range, key, value) in key_value_pairs(url).into_iter().rev() {
+            if is_tls(&key) {
+                rest.replace_range(range, "");
+                taken.push((key, value));
             }
         }
+        taken.reverse();
         (rest, taken)
+    }
+}
+
+/// The pairs of a libpq `key=value` string as libpq reads them: spaces
+/// around `=` allowed, values in single quotes may hold spaces, a backslash
+/// escapes the next character. Each with its byte range in `s`, its key and
+/// its unquoted value. Parsing stops at anything else (the driver reports it).
+fn key_value_pairs(s: &str) -> Vec<(std::ops::Range<usize>, String, String)> {
+    let mut pairs = Vec::new();
+    let mut chars = s.char_indices().peekable();
+    let skip_spaces = |chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>| {
+        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+    };
+    loop {
+        skip_spaces(&mut chars);
+        let Some(&(start, _)) = chars.peek() else {
+            return pairs;
+        };
+        let mut key = String::new();
+        while let Some((_, c)) = chars.next_if(|(_, c)| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        skip_spaces(&mut chars);
+        if chars.next_if(|(_, c)| *c == '=').is_none() {
+            return pairs;
+        }
+        skip_spaces(&mut chars);
+        let mut value = String::new();
+        let quoted = chars.next_if(|(_, c)| *c == '\'').is_some();
+        let mut end = s.len();
+        while let Some((at, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, escaped)) = chars.next() {
+                        value.push(escaped);
+                    }
+                }
+                '\'' if quoted => {
+                    end = at + 1;
+                    break;
+                }
+                c if c.is_whitespace() && !quoted => {
+                    end = at;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        pairs.push((start..end, key, value));
     }
 }
