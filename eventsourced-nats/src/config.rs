@@ -326,6 +326,19 @@ pub enum NatsAuth {
     },
 }
 
+impl NatsConfig {
+    /// How the client authenticates, for messages: with no `auth`, the
+    /// credentials in a server URL (`nats://user:pass@host`) if there are.
+    pub(crate) fn auth_method(&self) -> &'static str {
+        match self.auth {
+            NatsAuth::None if self.servers.iter().any(|url| url.contains('@')) => {
+                "credentials in the server URL"
+            }
+            _ => self.auth.method(),
+        }
+    }
+}
+
 impl NatsAuth {
     /// The method's name, for messages.
     pub(crate) fn method(&self) -> &'static str {
@@ -339,16 +352,25 @@ impl NatsAuth {
     }
 }
 
-/// A secret string: `Debug` prints `"[redacted]"`, never the value.
+/// A secret string: `Debug` and serialization print `"[redacted]"`, never
+/// the value (so a config dumped to a log shows no secret; like
+/// `PostgresConfig`'s password, a secret does not survive serializing).
 ///
 /// ```
 /// let secret = eventsourced_nats::Secret::new("hunter2");
 /// assert_eq!(format!("{secret:?}"), "\"[redacted]\"");
+/// assert_eq!(serde_json::to_string(&secret).unwrap(), "\"[redacted]\"");
 /// assert_eq!(secret.expose(), "hunter2");
 /// ```
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("[redacted]")
+    }
+}
 
 impl Secret {
     /// Wraps a secret.

@@ -76,7 +76,7 @@ pub(crate) async fn connect(
             ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
                 NatsError::Unauthorized {
                     servers: shown,
-                    method: config.auth.method(),
+                    method: config.auth_method(),
                     source,
                 }
             }
