@@ -27,6 +27,14 @@ pub trait Lease: Send + Sync + fmt::Debug + 'static {
     /// Why the lease's settings cannot work, if they cannot; checked when the
     /// projection is built, so that they are not found out by a projection
     /// that restarts forever. The default accepts any.
+    ///
+    /// ```
+    /// use eventsourced_projection::{Lease, sqlite::SqliteLease};
+    /// use std::time::Duration;
+    ///
+    /// let lease = SqliteLease::new("leases.db").ttl(Duration::from_millis(5));
+    /// assert!(lease.check().unwrap_err().contains("ttl"));
+    /// ```
     fn check(&self) -> Result<(), String> {
         Ok(())
     }
@@ -44,7 +52,7 @@ type ReleaseFn = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send + Sync>;
 
 enum Held {
     /// Released when dropped.
-    Dropped(#[allow(dead_code)] Box<dyn Any + Send + Sync>),
+    Dropped(Box<dyn Any + Send + Sync>),
     /// Released once the future it makes completes; dropped unawaited, it
     /// releases as its parts drop.
     Released(ReleaseFn),
@@ -68,6 +76,24 @@ impl LeaseGuard {
     /// completed (a row deleted, a lock unlocked). If the guard is dropped
     /// without [`release`](LeaseGuard::release), `release` is dropped unrun,
     /// and whatever it owns must then release the lease as it drops.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use eventsourced_projection::LeaseGuard;
+    /// use futures::FutureExt;
+    /// use std::sync::{Arc, atomic::{AtomicBool, Ordering}};
+    ///
+    /// let released = Arc::new(AtomicBool::new(false));
+    /// let flag = released.clone();
+    /// let guard = LeaseGuard::with_release(
+    ///     move || async move { flag.store(true, Ordering::SeqCst) }.boxed(),
+    ///     futures::future::pending(),
+    /// );
+    /// guard.release().await;
+    /// assert!(released.load(Ordering::SeqCst));
+    /// # }
+    /// ```
     pub fn with_release(
         release: impl FnOnce() -> BoxFuture<'static, ()> + Send + Sync + 'static,
         lost: impl Future<Output = String> + Send + 'static,

@@ -16,6 +16,10 @@ use tokio::{
 use tracing::{Instrument, debug, warn};
 
 /// The longest projection name, in bytes (see [`ProjectionBuilder::build`]).
+///
+/// ```
+/// assert_eq!(eventsourced_projection::MAX_NAME_BYTES, 255);
+/// ```
 pub const MAX_NAME_BYTES: usize = 255;
 
 /// A named read model kept up to date from the events of one entity type.
