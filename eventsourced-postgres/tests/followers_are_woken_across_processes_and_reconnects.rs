@@ -6,29 +6,44 @@
 
 mod support;
 
-use eventsourced::{EventLog, EventLogError, Position, SeqNo};
+use eventsourced::{EventEnvelope, EventLog, EventLogError, Position, SeqNo};
+use eventsourced_postgres::PostgresEventLog;
 use futures::StreamExt;
 use std::time::Duration;
 use support::{TestDb, ev};
 use tokio::time::timeout;
 
-/// The follower's LISTEN connection is terminated; once it reconnects, an
-/// append by another log must wake the follower by NOTIFY (poll is 60 s).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_terminated_listen_connection_reconnects_and_notify_still_wakes() {
-    let mut db = TestDb::new();
+/// A writer log (application name `<schema>_w`) and a follower of type "n"
+/// on another log (`<schema>_r`, polling only every 60 s, so that only a
+/// NOTIFY wakes it in time), caught up with nothing; `db.config` is left
+/// with the follower's application name.
+async fn writer_and_idle_follower(
+    db: &mut TestDb,
+) -> (
+    PostgresEventLog,
+    std::pin::Pin<Box<impl futures::Stream<Item = Result<EventEnvelope, EventLogError>> + use<>>>,
+) {
     db.config.application_name = format!("{}_w", db.config.schema);
     let writer = db.log().await;
     db.config.poll_interval = Duration::from_secs(60);
     db.config.application_name = format!("{}_r", db.config.schema);
     let reader = db.log().await;
-    let raw = db.raw().await;
     let mut follower = Box::pin(reader.events_by_type("n", Position::START));
     assert!(
         timeout(Duration::from_millis(500), follower.next())
             .await
             .is_err()
     );
+    (writer, follower)
+}
+
+/// The follower's LISTEN connection is terminated; once it reconnects, an
+/// append by another log must wake the follower by NOTIFY (poll is 60 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_listen_connection_reconnects_and_notify_still_wakes() {
+    let mut db = TestDb::new();
+    let (writer, mut follower) = writer_and_idle_follower(&mut db).await;
+    let raw = db.raw().await;
     for round in 1..=3_u64 {
         let killed = raw
             .execute(
@@ -60,19 +75,9 @@ async fn a_terminated_listen_connection_reconnects_and_notify_still_wakes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notify_reaches_another_process_after_the_writers_connections_were_terminated() {
     let mut db = TestDb::new();
-    db.config.application_name = format!("{}_w", db.config.schema);
-    let writer_app = db.config.application_name.clone();
-    let writer = db.log().await;
-    db.config.poll_interval = Duration::from_secs(60);
-    db.config.application_name = format!("{}_r", db.config.schema);
-    let reader = db.log().await;
+    let writer_app = format!("{}_w", db.config.schema);
+    let (writer, mut follower) = writer_and_idle_follower(&mut db).await;
     let raw = db.raw().await;
-    let mut follower = Box::pin(reader.events_by_type("n", Position::START));
-    assert!(
-        timeout(Duration::from_millis(500), follower.next())
-            .await
-            .is_err()
-    );
     let mut missed = Vec::new();
     for round in 1..=5_u64 {
         raw.execute(
