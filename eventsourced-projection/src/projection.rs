@@ -1,9 +1,9 @@
 //! The projection engine: follows `events_by_type` and drives a sink.
 
 use crate::{
-    Batch, BatchError, ErrorAction, ErrorStrategy, InProcessLease, LastError, Lease, LeaseGuard,
-    Phase, ProjectedEvent, ProjectionConfig, ProjectionError, ProjectionSink, ProjectionState,
-    lag::LagSource, strategy::Decision,
+    Batch, BatchError, ErrorAction, ErrorStrategy, HandlerError, InProcessLease, LastError, Lease,
+    LeaseGuard, Phase, ProjectedEvent, ProjectionConfig, ProjectionError, ProjectionSink,
+    ProjectionState, lag::LagSource, strategy::Decision,
 };
 use eventsourced::{Binarize, EventEnvelope, EventLog, Position};
 use futures::{FutureExt, Stream, StreamExt};
@@ -411,10 +411,13 @@ where
     /// Starts the task unless `control` holds one that runs.
     async fn start_locked(&self, control: &mut Option<Running>, reset: bool) {
         if let Some(running) = control.as_mut() {
-            if self.inner.status.borrow().running && !running.handle.is_finished() {
+            let told_to_stop = *running.stop.borrow();
+            if self.inner.status.borrow().running && !running.handle.is_finished() && !told_to_stop
+            {
                 return;
             }
-            // The task has stopped itself (its error strategy) and is ending.
+            // The task has stopped itself (its error strategy) and is ending,
+            // or a `stop` that was given up on told it to.
             let _ = (&mut running.handle).await;
             *control = None;
         }
@@ -461,6 +464,10 @@ where
         *control = Some(Running { stop, handle });
     }
 }
+
+/// How often an instance waiting for the lease reads the offset that the
+/// instance holding it stores.
+const STANDBY_OFFSET_REFRESH: Duration = Duration::from_secs(1);
 
 /// Tells the task to stop: `stop()` was called or every handle is gone.
 struct StopSignal {
@@ -532,10 +539,26 @@ where
             self.set_phase(Phase::WaitingForLease);
             let name = self.inner.config.name.clone();
             let lease = self.inner.lease.clone();
-            let acquired = tokio::select! {
-                biased;
-                () = Self::stop_requested(&mut self.stop) => None,
-                acquired = lease.acquire(&name) => Some(acquired),
+            let acquire = lease.acquire(&name);
+            tokio::pin!(acquire);
+            // While another instance holds the lease, the state shows the
+            // offset stored (so its lag too), refreshed now and then.
+            let mut refresh = tokio::time::interval(STANDBY_OFFSET_REFRESH);
+            let acquired = loop {
+                tokio::select! {
+                    biased;
+                    () = Self::stop_requested(&mut self.stop) => break None,
+                    acquired = &mut acquire => break Some(acquired),
+                    _ = refresh.tick() => {}
+                }
+                tokio::select! {
+                    biased;
+                    () = Self::stop_requested(&mut self.stop) => break None,
+                    offset = self.sink.load_offset(&name) => match offset {
+                        Ok(offset) => self.inner.status.send_modify(|s| s.offset = offset),
+                        Err(e) => debug!(projection = %name, error = %e, "cannot read the stored offset"),
+                    },
+                }
             };
             let outcome = match acquired {
                 None => Outcome::Stopped,
@@ -628,10 +651,19 @@ where
             // A max_wait beyond what an Instant can hold means no deadline.
             let deadline = Instant::now().checked_add(self.inner.config.max_wait);
             while envelopes.len() < self.inner.config.batch_size {
-                let next = events.next();
-                let next = match deadline {
-                    Some(deadline) => tokio::time::timeout_at(deadline, next).await,
-                    None => Ok(next.await),
+                let next = async {
+                    match deadline {
+                        Some(deadline) => tokio::time::timeout_at(deadline, events.next()).await,
+                        None => Ok(events.next().await),
+                    }
+                };
+                // Nothing of the batch is committed yet: on stop or a lost
+                // lease its events are delivered again by the next session.
+                let next = tokio::select! {
+                    biased;
+                    () = Self::stop_requested(&mut self.stop) => return Outcome::Stopped,
+                    reason = guard.lost() => return Outcome::Restart(self.lease_lost(reason)),
+                    next = next => next,
                 };
                 match next {
                     Ok(Some(Ok(envelope))) => envelopes.push(envelope),
@@ -745,83 +777,96 @@ where
         let name = self.name().to_owned();
         let len = events.len();
         let (mut start, mut end, mut attempts) = (0, len, 0u32);
+        // The handler error of the event at this index, met in a transaction
+        // that also held events before it: they are committed first, then the
+        // strategy applies to this attempt (which is not made again).
+        let mut deferred: Option<(usize, HandlerError)> = None;
         while start < len {
-            let offset = events[end - 1].position;
-            let batch = Batch {
-                events: events.clone(),
-                range: start..end,
-                offset,
+            let error = if let Some((_, error)) = deferred.take_if(|(index, _)| *index == start) {
+                error
+            } else {
+                let offset = events[end - 1].position;
+                let batch = Batch {
+                    events: events.clone(),
+                    range: start..end,
+                    offset,
+                };
+                match self.sink.handle_batch(&name, batch).await {
+                    Ok(()) => {
+                        self.committed(offset, end - start, 0);
+                        start = end;
+                        end = len;
+                        attempts = 0;
+                        continue;
+                    }
+                    Err(BatchError::Store(e)) => return Err(Outcome::Restart(e)),
+                    Err(BatchError::Handler {
+                        index,
+                        error,
+                        committed_before,
+                    }) => {
+                        deferred = None;
+                        let failing = start + index;
+                        if committed_before && index > 0 {
+                            self.committed(events[failing - 1].position, index, 0);
+                            start = failing;
+                            attempts = 0;
+                        }
+                        if failing > start {
+                            // Commit the events before the failing one first.
+                            deferred = Some((failing, error));
+                            end = failing;
+                            continue;
+                        }
+                        error
+                    }
+                }
             };
-            match self.sink.handle_batch(&name, batch).await {
-                Ok(()) => {
-                    self.committed(offset, end - start, 0);
-                    start = end;
+            attempts = attempts.saturating_add(1);
+            let event = &events[start];
+            let decision = self.inner.config.strategy.decide(attempts, true);
+            let mut last = LastError {
+                message: error.to_string(),
+                position: Some(event.position),
+                id: Some(event.id.clone()),
+                seq_no: Some(event.seq_no),
+                attempts,
+                action: ErrorAction::Retrying,
+            };
+            match decision {
+                Decision::Retry(backoff) => {
+                    warn!(projection = %name, position = %event.position, id = %event.id,
+                                seq_no = %event.seq_no, attempts, %error, ?backoff,
+                                "handler failed, retrying");
+                    self.set_error(last);
+                    self.set_phase(Phase::Retrying);
+                    tokio::select! {
+                        biased;
+                        () = Self::stop_requested(&mut self.stop) => return Err(Outcome::Stopped),
+                        reason = guard.lost() => return Err(Outcome::Restart(self.lease_lost(reason))),
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    self.set_phase(Phase::Running);
+                    end = start + 1;
+                }
+                Decision::Skip => {
+                    last.action = ErrorAction::Skipped;
+                    self.skip(event.position, last).await?;
+                    start += 1;
                     end = len;
                     attempts = 0;
                 }
-                Err(BatchError::Store(e)) => return Err(Outcome::Restart(e)),
-                Err(BatchError::Handler {
-                    index,
-                    error,
-                    committed_before,
-                }) => {
-                    let failing = start + index;
-                    if committed_before && index > 0 {
-                        self.committed(events[failing - 1].position, index, 0);
-                        start = failing;
-                    }
-                    if failing > start {
-                        // Commit the events before the failing one first.
-                        end = failing;
-                        continue;
-                    }
-                    attempts = attempts.saturating_add(1);
-                    let event = &events[start];
-                    let decision = self.inner.config.strategy.decide(attempts, true);
-                    let mut last = LastError {
-                        message: error.to_string(),
-                        position: Some(event.position),
-                        id: Some(event.id.clone()),
-                        seq_no: Some(event.seq_no),
+                Decision::Stop => {
+                    last.action = ErrorAction::Stopped;
+                    let error = ProjectionError::Handler {
+                        name: name.clone(),
+                        position: event.position,
+                        id: event.id.clone(),
+                        seq_no: event.seq_no,
                         attempts,
-                        action: ErrorAction::Retrying,
+                        source: error.into_inner(),
                     };
-                    match decision {
-                        Decision::Retry(backoff) => {
-                            warn!(projection = %name, position = %event.position, id = %event.id,
-                                seq_no = %event.seq_no, attempts, %error, ?backoff,
-                                "handler failed, retrying");
-                            self.set_error(last);
-                            self.set_phase(Phase::Retrying);
-                            tokio::select! {
-                                biased;
-                                () = Self::stop_requested(&mut self.stop) => return Err(Outcome::Stopped),
-                                reason = guard.lost() => return Err(Outcome::Restart(self.lease_lost(reason))),
-                                () = tokio::time::sleep(backoff) => {}
-                            }
-                            self.set_phase(Phase::Running);
-                            end = start + 1;
-                        }
-                        Decision::Skip => {
-                            last.action = ErrorAction::Skipped;
-                            self.skip(event.position, last).await?;
-                            start += 1;
-                            end = len;
-                            attempts = 0;
-                        }
-                        Decision::Stop => {
-                            last.action = ErrorAction::Stopped;
-                            let error = ProjectionError::Handler {
-                                name: name.clone(),
-                                position: event.position,
-                                id: event.id.clone(),
-                                seq_no: event.seq_no,
-                                attempts,
-                                source: error.into_inner(),
-                            };
-                            return Err(Outcome::Failed(error, last));
-                        }
-                    }
+                    return Err(Outcome::Failed(error, last));
                 }
             }
         }

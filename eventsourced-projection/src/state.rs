@@ -14,6 +14,8 @@ pub struct ProjectionState {
     /// Whether its task runs (waiting for the lease, handling, or backing off).
     pub running: bool,
     /// The last committed offset: the position of the last handled event.
+    /// While the instance waits for the lease, the offset stored by the one
+    /// that holds it, read again every second; `None` before it is read.
     pub offset: Option<Position>,
     /// Events of the type after the offset, if the projection has a lag source
     /// and the query succeeded.
