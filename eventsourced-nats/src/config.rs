@@ -295,6 +295,17 @@ impl fmt::Debug for NatsConfig {
 /// `{ "method": "user-password", "user": "...", "password": "..." }`,
 /// `{ "method": "credentials-file", "path": "/etc/nats/app.creds" }`,
 /// `{ "method": "nkey", "seed": "SU..." }` or `{ "method": "none" }`.
+///
+/// ```
+/// use eventsourced_nats::NatsAuth;
+///
+/// let auth: NatsAuth = serde_json::from_str(r#"{ "method": "token", "token": "t0ken" }"#)?;
+/// let NatsAuth::Token { token } = &auth else { panic!("not a token: {auth:?}") };
+/// assert_eq!(token.expose(), "t0ken");
+/// assert!(!format!("{auth:?}").contains("t0ken"));
+/// assert_eq!(NatsAuth::default(), NatsAuth::None);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "method", rename_all = "kebab-case", deny_unknown_fields)]
 #[non_exhaustive]
@@ -374,11 +385,24 @@ impl Serialize for Secret {
 
 impl Secret {
     /// Wraps a secret.
+    ///
+    /// ```
+    /// use eventsourced_nats::{NatsAuth, NatsConfig, Secret};
+    ///
+    /// let mut config = NatsConfig::default();
+    /// config.auth = NatsAuth::Token { token: Secret::new("t0ken") };
+    /// assert!(!format!("{config:?}").contains("t0ken"));
+    /// ```
     pub fn new(secret: impl Into<String>) -> Self {
         Secret(secret.into())
     }
 
     /// The secret itself, to hand to the client.
+    ///
+    /// ```
+    /// let secret = eventsourced_nats::Secret::new(String::from("hunter2"));
+    /// assert_eq!(secret.expose(), "hunter2");
+    /// ```
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -395,6 +419,21 @@ impl fmt::Debug for Secret {
 /// Each file given is read before connecting: one that cannot be read is a
 /// [`NatsError::TlsFile`] naming its field (`tls.ca-file`, `tls.cert-file`,
 /// `tls.key-file`) and path.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use eventsourced_nats::{NatsConfig, NatsError, NatsEventLog};
+///
+/// let config: NatsConfig = serde_json::from_str(
+///     r#"{ "tls": { "required": true, "ca-file": "/nonexistent/ca.pem" } }"#,
+/// )?;
+/// assert!(config.tls.as_ref().is_some_and(|tls| tls.required));
+/// // The missing file is reported before connecting:
+/// let error = NatsEventLog::new(config).await.unwrap_err();
+/// assert!(matches!(error, NatsError::TlsFile { field: "tls.ca-file", .. }));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct TlsConfig {
@@ -416,6 +455,15 @@ pub struct TlsConfig {
 }
 
 /// Where JetStream keeps the stream and the bucket.
+///
+/// ```
+/// use eventsourced_nats::{NatsConfig, Storage};
+///
+/// assert_eq!(Storage::default(), Storage::File);
+/// let config: NatsConfig = serde_json::from_str(r#"{ "storage": "memory" }"#)?;
+/// assert_eq!(config.storage, Storage::Memory);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Storage {

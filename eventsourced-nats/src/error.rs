@@ -10,6 +10,20 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// message says what to fix. Appends, reads and snapshots report
 /// [`EventLogError`](eventsourced::EventLogError) and
 /// [`SnapshotStoreError`](eventsourced::SnapshotStoreError) instead.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use eventsourced_nats::{NatsConfig, NatsError, NatsEventLog};
+///
+/// let mut config = NatsConfig::default();
+/// config.replicas = 7;
+/// // Checked before connecting, so no server is needed to see it:
+/// let error = NatsEventLog::new(config).await.unwrap_err();
+/// assert!(matches!(error, NatsError::Config { field: "replicas", .. }));
+/// assert!(error.to_string().contains("1 to 5"));
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NatsError {

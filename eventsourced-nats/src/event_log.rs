@@ -114,6 +114,20 @@ impl NatsEventLog {
     /// Connects as `config` says. Does not create the stream: call
     /// [`setup`](NatsEventLog::setup) once (it is idempotent) or create it
     /// with your own tooling.
+    ///
+    /// ```no_run
+    /// use eventsourced_nats::{NatsConfig, NatsEventLog};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut config = NatsConfig::from_url("nats://127.0.0.1:4222");
+    /// config.stream = "orders".to_owned();
+    /// config.subject_prefix = "orders.events".to_owned();
+    /// let log = NatsEventLog::new(config).await?;
+    /// log.setup().await?;
+    /// assert_eq!(log.config().stream, "orders");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn new(config: NatsConfig) -> Result<Self, NatsError> {
         let (client, connections) = connection::connect(&config).await?;
         Self::build(client, config, Some(connections)).await
@@ -126,6 +140,19 @@ impl NatsEventLog {
     /// made by [`new`](NatsEventLog::new) restart their consumer as soon as
     /// the client reconnects; with a client of your own they notice a
     /// restarted server only by missed heartbeats (after about 30 s).
+    ///
+    /// ```no_run
+    /// use eventsourced_nats::{NatsConfig, NatsEventLog, NatsSnapshotStore};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = async_nats::connect("nats://127.0.0.1:4222").await?;
+    /// let log = NatsEventLog::with_client(client.clone(), NatsConfig::default()).await?;
+    /// let snapshots = NatsSnapshotStore::with_client(client, NatsConfig::default()).await?;
+    /// assert_eq!(log.config().stream, "eventsourced");
+    /// assert_eq!(snapshots.config().bucket, "eventsourced-snapshots");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn with_client(
         client: async_nats::Client,
         config: NatsConfig,
@@ -176,6 +203,20 @@ impl NatsEventLog {
     /// storage, replicas, acks, direct gets, denying deletes, purges and
     /// rollups); the stream's subjects, description, duplicate window,
     /// placement and the like stay as they are.
+    ///
+    /// ```no_run
+    /// use eventsourced::{EventLog, SeqNo};
+    /// use eventsourced_nats::{NatsConfig, NatsEventLog};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let log = NatsEventLog::new(NatsConfig::default()).await?;
+    /// log.setup().await?;
+    /// log.setup().await?; // idempotent
+    /// let last = log.append("counter", "a", SeqNo::ZERO, &["1".into()]).await?;
+    /// assert_eq!(last, SeqNo::new(1));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn setup(&self) -> Result<(), NatsError> {
         let config = &self.inner.config;
         let wanted = self.inner.subjects.all();
@@ -277,12 +318,37 @@ impl NatsEventLog {
     }
 
     /// The config this log was created with.
+    ///
+    /// ```no_run
+    /// use eventsourced_nats::{NatsConfig, NatsEventLog};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut config = NatsConfig::default();
+    /// config.subject_prefix = "shop.events".to_owned();
+    /// let log = NatsEventLog::new(config).await?;
+    /// assert_eq!(log.config().subject_prefix, "shop.events");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn config(&self) -> &NatsConfig {
         &self.inner.config
     }
 
     /// The underlying client, e.g. to share the connection with
     /// [`NatsSnapshotStore::with_client`](crate::NatsSnapshotStore::with_client).
+    ///
+    /// ```no_run
+    /// use eventsourced_nats::{NatsConfig, NatsEventLog, NatsSnapshotStore};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let log = NatsEventLog::new(NatsConfig::default()).await?;
+    /// // One connection for both:
+    /// let snapshots = NatsSnapshotStore::with_client(log.client().clone(), log.config().clone()).await?;
+    /// snapshots.setup().await?;
+    /// assert_eq!(log.client().connection_state(), async_nats::connection::State::Connected);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn client(&self) -> &async_nats::Client {
         &self.inner.client
     }

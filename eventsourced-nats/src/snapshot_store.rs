@@ -64,6 +64,19 @@ impl fmt::Debug for NatsSnapshotStore {
 impl NatsSnapshotStore {
     /// Connects as `config` says. Does not create the bucket: call
     /// [`setup`](NatsSnapshotStore::setup) once (it is idempotent).
+    ///
+    /// ```no_run
+    /// use eventsourced_nats::{NatsConfig, NatsSnapshotStore};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut config = NatsConfig::from_url("nats://127.0.0.1:4222");
+    /// config.bucket = "orders-snapshots".to_owned();
+    /// let snapshots = NatsSnapshotStore::new(config).await?;
+    /// snapshots.setup().await?;
+    /// assert_eq!(snapshots.config().bucket, "orders-snapshots");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn new(config: NatsConfig) -> Result<Self, NatsError> {
         let (client, _) = connection::connect(&config).await?;
         Self::with_client(client, config).await
@@ -71,6 +84,17 @@ impl NatsSnapshotStore {
 
     /// Uses an existing client, e.g. [`NatsEventLog::client`](crate::NatsEventLog::client);
     /// the connection fields of `config` are ignored.
+    ///
+    /// ```no_run
+    /// use eventsourced_nats::{NatsConfig, NatsEventLog, NatsSnapshotStore};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let log = NatsEventLog::new(NatsConfig::default()).await?;
+    /// let snapshots = NatsSnapshotStore::with_client(log.client().clone(), NatsConfig::default()).await?;
+    /// snapshots.setup().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn with_client(
         client: async_nats::Client,
         config: NatsConfig,
@@ -90,6 +114,20 @@ impl NatsSnapshotStore {
 
     /// Creates the bucket, or updates its settings if it exists. It keeps one
     /// value per key (no history).
+    ///
+    /// ```no_run
+    /// use eventsourced::{SeqNo, SnapshotStore};
+    /// use eventsourced_nats::{NatsConfig, NatsSnapshotStore};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let snapshots = NatsSnapshotStore::new(NatsConfig::default()).await?;
+    /// snapshots.setup().await?;
+    /// snapshots.setup().await?; // idempotent
+    /// snapshots.save("counter", "a", SeqNo::new(3), "3".into()).await?;
+    /// assert_eq!(snapshots.load("counter", "a").await?, Some((SeqNo::new(3), "3".into())));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn setup(&self) -> Result<(), NatsError> {
         let config = &self.inner.config;
         let kv_config = kv::Config {
@@ -130,11 +168,34 @@ impl NatsSnapshotStore {
     }
 
     /// The config this store was created with.
+    ///
+    /// ```no_run
+    /// use eventsourced_nats::{NatsConfig, NatsSnapshotStore, Storage};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut config = NatsConfig::default();
+    /// config.storage = Storage::Memory;
+    /// let snapshots = NatsSnapshotStore::new(config).await?;
+    /// assert_eq!(snapshots.config().storage, Storage::Memory);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn config(&self) -> &NatsConfig {
         &self.inner.config
     }
 
     /// The underlying client.
+    ///
+    /// ```no_run
+    /// use eventsourced_nats::{NatsConfig, NatsSnapshotStore};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let snapshots = NatsSnapshotStore::new(NatsConfig::default()).await?;
+    /// let client = snapshots.client().clone(); // shares the connection
+    /// client.publish("app.hello", "hi".into()).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn client(&self) -> &async_nats::Client {
         &self.inner.client
     }

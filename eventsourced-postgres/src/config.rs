@@ -91,6 +91,17 @@ pub struct PostgresConfig {
 
 /// Whether connections use TLS, and what they check of the server's
 /// certificate. The modes mean what libpq's `sslmode` values mean.
+///
+/// ```
+/// use eventsourced_postgres::{PostgresConfig, TlsMode};
+///
+/// assert_eq!(TlsMode::default(), TlsMode::Disable);
+/// let config = PostgresConfig::from_url("postgres://app@db.internal/shop?sslmode=require")?;
+/// assert_eq!(config.tls_mode, TlsMode::Require);
+/// let mode: TlsMode = serde_json::from_str(r#""verify-full""#)?;
+/// assert_eq!(mode, TlsMode::VerifyFull);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]

@@ -9,6 +9,15 @@ use tokio_postgres::error::SqlState;
 /// [`EventLogError`](eventsourced::EventLogError) /
 /// [`SnapshotStoreError`](eventsourced::SnapshotStoreError), with a
 /// `PostgresError` as the source of their `Backend` variant.
+///
+/// ```
+/// use eventsourced_postgres::{PostgresConfig, PostgresError};
+///
+/// let error = PostgresConfig::from_url("postgres://me:s3cret@db:not-a-port/shop").unwrap_err();
+/// assert!(matches!(error, PostgresError::InvalidUrl { .. }));
+/// // The message says what to fix, and never repeats the password.
+/// assert!(!error.to_string().contains("s3cret"));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PostgresError {

@@ -26,8 +26,44 @@ use tokio_postgres::{Row, types::ToSql};
 
 /// The longest entity id (in bytes) the log accepts; longer ones would not fit
 /// the primary key index.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use eventsourced::{EventLog, EventLogError, SeqNo};
+/// use eventsourced_postgres::{MAX_ID_LEN, PostgresConfig, PostgresEventLog};
+///
+/// # let url = std::env::var("DATABASE_URL")
+/// #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+/// let mut config = PostgresConfig::from_url(&url)?;
+/// # config.pool_size = 2;
+/// config.schema = "doc_max_id_len".to_owned();
+/// let log = PostgresEventLog::new(config).await?;
+/// let too_long = "x".repeat(MAX_ID_LEN + 1);
+/// let refused = log.append("counter", &too_long, SeqNo::ZERO, &["+1".into()]).await;
+/// assert!(matches!(refused, Err(EventLogError::InvalidId { .. })));
+/// # Ok(()) }
+/// ```
 pub const MAX_ID_LEN: usize = 1024;
 /// The longest entity type name (in bytes) the log accepts.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use eventsourced::{EventLog, EventLogError, SeqNo};
+/// use eventsourced_postgres::{MAX_TYPE_NAME_LEN, PostgresConfig, PostgresEventLog};
+///
+/// # let url = std::env::var("DATABASE_URL")
+/// #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+/// let mut config = PostgresConfig::from_url(&url)?;
+/// # config.pool_size = 2;
+/// config.schema = "doc_max_type_name_len".to_owned();
+/// let log = PostgresEventLog::new(config).await?;
+/// let too_long = "t".repeat(MAX_TYPE_NAME_LEN + 1);
+/// let refused = log.append(&too_long, "c-1", SeqNo::ZERO, &["+1".into()]).await;
+/// assert!(matches!(refused, Err(EventLogError::InvalidId { .. })));
+/// # Ok(()) }
+/// ```
 pub const MAX_TYPE_NAME_LEN: usize = 255;
 
 /// SQL text built once from the validated table names.
@@ -174,6 +210,25 @@ impl PostgresEventLog {
     /// server is unreachable or refuses the login) and starts the writer task
     /// on the current tokio runtime. Call [`setup`](Self::setup) once to
     /// create the tables.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use eventsourced_postgres::{PostgresConfig, PostgresError, PostgresEventLog};
+    ///
+    /// # let url = std::env::var("DATABASE_URL")
+    /// #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    /// let mut config = PostgresConfig::from_url(&url)?;
+    /// # config.pool_size = 2;
+    /// config.schema = "doc_log_new".to_owned();
+    /// let log = PostgresEventLog::new(config.clone()).await?;
+    /// assert_eq!(log.config(), &config);
+    ///
+    /// config.port = 1; // nothing listens there
+    /// let refused = PostgresEventLog::new(config).await;
+    /// assert!(matches!(refused, Err(PostgresError::Connect { .. })));
+    /// # Ok(()) }
+    /// ```
     pub async fn new(config: PostgresConfig) -> Result<Self, PostgresError> {
         let tables = config.validate()?;
         let (pool, writer_pool) = config.log_pools()?;
@@ -238,6 +293,26 @@ impl PostgresEventLog {
     /// this returns [`PostgresError::IncompatibleTable`] listing what
     /// differs, and changes nothing. (Without the primary key, a stale append
     /// would write a second event with the same seq_no and succeed.)
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use eventsourced::{EventLog, SeqNo};
+    /// use eventsourced_postgres::{PostgresConfig, PostgresEventLog};
+    ///
+    /// # let url = std::env::var("DATABASE_URL")
+    /// #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    /// let mut config = PostgresConfig::from_url(&url)?;
+    /// # config.pool_size = 2;
+    /// config.schema = "doc_log_setup".to_owned();
+    /// let log = PostgresEventLog::new(config).await?;
+    /// log.setup().await?;
+    /// log.setup().await?; // idempotent
+    /// let last = log.append("counter", "c-1", SeqNo::ZERO, &["+1".into()]).await?;
+    /// assert_eq!(last, SeqNo::new(1));
+    /// # log.pool().get().await?.batch_execute("DROP SCHEMA doc_log_setup CASCADE").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn setup(&self) -> Result<(), PostgresError> {
         let shared = &self.inner.shared;
         setup_events(shared.get().await?, &shared.tables).await
@@ -245,16 +320,72 @@ impl PostgresEventLog {
 
     /// The connection pool, to run queries in the same database (e.g. a
     /// projection's read model).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use eventsourced::{EventLog, SeqNo};
+    /// use eventsourced_postgres::{PostgresConfig, PostgresEventLog};
+    ///
+    /// # let url = std::env::var("DATABASE_URL")
+    /// #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    /// let mut config = PostgresConfig::from_url(&url)?;
+    /// # config.pool_size = 2;
+    /// config.schema = "doc_log_pool".to_owned();
+    /// let log = PostgresEventLog::new(config).await?;
+    /// log.setup().await?;
+    /// log.append("counter", "c-1", SeqNo::ZERO, &["+1".into(), "+2".into()]).await?;
+    /// let client = log.pool().get().await?;
+    /// let sql = format!("SELECT count(*) FROM {}", log.tables().events());
+    /// let count: i64 = client.query_one(&sql, &[]).await?.get(0);
+    /// assert_eq!(count, 2);
+    /// # drop(client);
+    /// # log.pool().get().await?.batch_execute("DROP SCHEMA doc_log_pool CASCADE").await?;
+    /// # Ok(()) }
+    /// ```
     pub fn pool(&self) -> &Pool {
         &self.inner.shared.pool
     }
 
     /// The validated schema and table names.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use eventsourced_postgres::{PostgresConfig, PostgresEventLog};
+    ///
+    /// # let url = std::env::var("DATABASE_URL")
+    /// #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    /// let mut config = PostgresConfig::from_url(&url)?;
+    /// # config.pool_size = 2;
+    /// config.schema = "doc_log_tables".to_owned();
+    /// config.events_table = "orders".to_owned();
+    /// let log = PostgresEventLog::new(config).await?;
+    /// assert_eq!(log.tables().events(), r#""doc_log_tables"."orders""#);
+    /// # Ok(()) }
+    /// ```
     pub fn tables(&self) -> &Tables {
         &self.inner.shared.tables
     }
 
     /// The config this log was made with.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use eventsourced_postgres::{PostgresConfig, PostgresEventLog};
+    ///
+    /// # let url = std::env::var("DATABASE_URL")
+    /// #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    /// let mut config = PostgresConfig::from_url(&url)?;
+    /// # config.pool_size = 2;
+    /// config.schema = "doc_log_config".to_owned();
+    /// config.max_batch = 64;
+    /// let log = PostgresEventLog::new(config).await?;
+    /// assert_eq!(log.config().max_batch, 64);
+    /// assert_eq!(log.config().schema, "doc_log_config");
+    /// # Ok(()) }
+    /// ```
     pub fn config(&self) -> &PostgresConfig {
         &self.inner.shared.config
     }

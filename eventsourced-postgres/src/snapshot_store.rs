@@ -51,6 +51,21 @@ impl fmt::Debug for PostgresSnapshotStore {
 impl PostgresSnapshotStore {
     /// Validates `config` and connects (failing fast with a typed error).
     /// Call [`setup`](Self::setup) once to create the table.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use eventsourced_postgres::{PostgresConfig, PostgresSnapshotStore};
+    ///
+    /// # let url = std::env::var("DATABASE_URL")
+    /// #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    /// let mut config = PostgresConfig::from_url(&url)?;
+    /// # config.pool_size = 2;
+    /// config.schema = "doc_snapshots_new".to_owned();
+    /// let store = PostgresSnapshotStore::new(config).await?;
+    /// assert_eq!(store.tables().snapshots(), r#""doc_snapshots_new"."snapshots""#);
+    /// # Ok(()) }
+    /// ```
     pub async fn new(config: PostgresConfig) -> Result<Self, PostgresError> {
         let tables = config.validate()?;
         let pool = config.pool()?;
@@ -60,6 +75,26 @@ impl PostgresSnapshotStore {
     }
 
     /// A store sharing the pool of an event log (same database and config).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use eventsourced::{SeqNo, SnapshotStore};
+    /// use eventsourced_postgres::{PostgresConfig, PostgresEventLog, PostgresSnapshotStore};
+    ///
+    /// # let url = std::env::var("DATABASE_URL")
+    /// #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    /// let mut config = PostgresConfig::from_url(&url)?;
+    /// # config.pool_size = 2;
+    /// config.schema = "doc_snapshots_from_log".to_owned();
+    /// let log = PostgresEventLog::new(config).await?;
+    /// let store = PostgresSnapshotStore::from_log(&log);
+    /// store.setup().await?;
+    /// store.save("counter", "c-1", SeqNo::new(5), "5".into()).await?;
+    /// assert_eq!(store.load("counter", "c-1").await?, Some((SeqNo::new(5), "5".into())));
+    /// # log.pool().get().await?.batch_execute("DROP SCHEMA doc_snapshots_from_log CASCADE").await?;
+    /// # Ok(()) }
+    /// ```
     pub fn from_log(log: &crate::PostgresEventLog) -> Self {
         Self::with_pool(
             log.config().clone(),
@@ -104,6 +139,25 @@ impl PostgresSnapshotStore {
     }
 
     /// Creates the schema and the snapshot table if they do not exist.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use eventsourced::{SeqNo, SnapshotStore};
+    /// use eventsourced_postgres::{PostgresConfig, PostgresSnapshotStore};
+    ///
+    /// # let url = std::env::var("DATABASE_URL")
+    /// #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    /// let mut config = PostgresConfig::from_url(&url)?;
+    /// # config.pool_size = 2;
+    /// config.schema = "doc_snapshots_setup".to_owned();
+    /// let store = PostgresSnapshotStore::new(config).await?;
+    /// store.setup().await?;
+    /// store.setup().await?; // idempotent
+    /// assert_eq!(store.load("counter", "c-1").await?, None);
+    /// # store.pool().get().await?.batch_execute("DROP SCHEMA doc_snapshots_setup CASCADE").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn setup(&self) -> Result<(), PostgresError> {
         let tables = &self.inner.tables;
         setup(
@@ -116,11 +170,45 @@ impl PostgresSnapshotStore {
     }
 
     /// The connection pool.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use eventsourced_postgres::{PostgresConfig, PostgresSnapshotStore};
+    ///
+    /// # let url = std::env::var("DATABASE_URL")
+    /// #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    /// let mut config = PostgresConfig::from_url(&url)?;
+    /// # config.pool_size = 2;
+    /// config.schema = "doc_snapshots_pool".to_owned();
+    /// let store = PostgresSnapshotStore::new(config.clone()).await?;
+    /// let client = store.pool().get().await?;
+    /// let dbname: String = client.query_one("SELECT current_database()", &[]).await?.get(0);
+    /// assert_eq!(dbname, config.dbname);
+    /// # Ok(()) }
+    /// ```
     pub fn pool(&self) -> &Pool {
         &self.inner.pool
     }
 
     /// The validated schema and table names.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use eventsourced_postgres::{PostgresConfig, PostgresSnapshotStore};
+    ///
+    /// # let url = std::env::var("DATABASE_URL")
+    /// #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    /// let mut config = PostgresConfig::from_url(&url)?;
+    /// # config.pool_size = 2;
+    /// config.schema = "doc_snapshots_tables".to_owned();
+    /// config.snapshots_table = "order_snapshots".to_owned();
+    /// let store = PostgresSnapshotStore::new(config).await?;
+    /// assert_eq!(store.tables().schema(), "doc_snapshots_tables");
+    /// assert_eq!(store.tables().snapshots(), r#""doc_snapshots_tables"."order_snapshots""#);
+    /// # Ok(()) }
+    /// ```
     pub fn tables(&self) -> &Tables {
         &self.inner.tables
     }

@@ -14,6 +14,24 @@ const MAX_IDENT_LEN: usize = 63;
 /// Schema and table names that passed validation (lowercase ASCII letters,
 /// digits and `_`, not starting with a digit or `pg_`); only these ever reach
 /// SQL text, always double-quoted.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use eventsourced_postgres::{PostgresConfig, PostgresEventLog};
+///
+/// # let url = std::env::var("DATABASE_URL")
+/// #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+/// let mut config = PostgresConfig::from_url(&url)?;
+/// # config.pool_size = 2;
+/// config.schema = "doc_tables".to_owned();
+/// let log = PostgresEventLog::new(config).await?;
+/// let tables = log.tables();
+/// assert_eq!(tables.schema(), "doc_tables");
+/// assert_eq!(tables.events(), r#""doc_tables"."events""#);
+/// assert_eq!(tables.snapshots(), r#""doc_tables"."snapshots""#);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tables {
     schema: String,
@@ -105,16 +123,63 @@ impl Tables {
     }
 
     /// The schema name (validated, unquoted).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use eventsourced_postgres::{PostgresConfig, PostgresEventLog};
+    ///
+    /// # let url = std::env::var("DATABASE_URL")
+    /// #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    /// let mut config = PostgresConfig::from_url(&url)?;
+    /// # config.pool_size = 2;
+    /// config.schema = "doc_tables_schema".to_owned();
+    /// let log = PostgresEventLog::new(config).await?;
+    /// assert_eq!(log.tables().schema(), "doc_tables_schema");
+    /// # Ok(()) }
+    /// ```
     pub fn schema(&self) -> &str {
         &self.schema
     }
 
     /// The qualified, quoted event table, e.g. `"public"."events"`, ready for SQL.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use eventsourced_postgres::{PostgresConfig, PostgresEventLog};
+    ///
+    /// # let url = std::env::var("DATABASE_URL")
+    /// #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    /// let mut config = PostgresConfig::from_url(&url)?;
+    /// # config.pool_size = 2;
+    /// config.schema = "doc_tables_events".to_owned();
+    /// config.events_table = "orders".to_owned();
+    /// let log = PostgresEventLog::new(config).await?;
+    /// assert_eq!(log.tables().events(), r#""doc_tables_events"."orders""#);
+    /// # Ok(()) }
+    /// ```
     pub fn events(&self) -> String {
         format!("\"{}\".\"{}\"", self.schema, self.events)
     }
 
     /// The qualified, quoted snapshot table, ready for SQL.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use eventsourced_postgres::{PostgresConfig, PostgresEventLog};
+    ///
+    /// # let url = std::env::var("DATABASE_URL")
+    /// #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    /// let mut config = PostgresConfig::from_url(&url)?;
+    /// # config.pool_size = 2;
+    /// config.schema = "doc_tables_snapshots".to_owned();
+    /// config.snapshots_table = "order_snapshots".to_owned();
+    /// let log = PostgresEventLog::new(config).await?;
+    /// assert_eq!(log.tables().snapshots(), r#""doc_tables_snapshots"."order_snapshots""#);
+    /// # Ok(()) }
+    /// ```
     pub fn snapshots(&self) -> String {
         format!("\"{}\".\"{}\"", self.schema, self.snapshots)
     }
@@ -123,6 +188,30 @@ impl Tables {
     /// assignment for the event table (FNV-1a of the qualified name). Any other
     /// writer of the table must take `pg_advisory_xact_lock(key)` before it
     /// reads the highest position and hold it until COMMIT.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use eventsourced_postgres::{PostgresConfig, PostgresEventLog};
+    ///
+    /// # let url = std::env::var("DATABASE_URL")
+    /// #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    /// let mut config = PostgresConfig::from_url(&url)?;
+    /// # config.pool_size = 2;
+    /// config.schema = "doc_tables_lock_key".to_owned();
+    /// let log = PostgresEventLog::new(config).await?;
+    /// log.setup().await?;
+    /// let mut client = log.pool().get().await?;
+    /// let tx = client.transaction().await?;
+    /// tx.execute("SELECT pg_advisory_xact_lock($1)", &[&log.tables().lock_key()]).await?;
+    /// let sql = format!("SELECT last FROM {}", log.tables().positions());
+    /// let last: i64 = tx.query_one(&sql, &[]).await?.get(0);
+    /// assert_eq!(last, 0); // nothing appended yet
+    /// tx.commit().await?;
+    /// # drop(client);
+    /// # log.pool().get().await?.batch_execute("DROP SCHEMA doc_tables_lock_key CASCADE").await?;
+    /// # Ok(()) }
+    /// ```
     pub fn lock_key(&self) -> i64 {
         i64::from_ne_bytes(self.hash("lock").to_ne_bytes())
     }
@@ -134,6 +223,25 @@ impl Tables {
 
     /// The LISTEN/NOTIFY channel on which writers announce commits to the
     /// event table.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use eventsourced_postgres::{PostgresConfig, PostgresEventLog};
+    ///
+    /// # let url = std::env::var("DATABASE_URL")
+    /// #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    /// let mut config = PostgresConfig::from_url(&url)?;
+    /// # config.pool_size = 2;
+    /// config.schema = "doc_tables_channel".to_owned();
+    /// let log = PostgresEventLog::new(config.clone()).await?;
+    /// let channel = log.tables().channel();
+    /// assert!(channel.starts_with("es_"));
+    /// // Every process with the same schema and event table uses the same channel.
+    /// let other = PostgresEventLog::new(config).await?;
+    /// assert_eq!(other.tables().channel(), channel);
+    /// # Ok(()) }
+    /// ```
     pub fn channel(&self) -> String {
         format!("es_{:016x}", self.hash("notify"))
     }
@@ -152,6 +260,28 @@ impl Tables {
     /// position, e.g. `"public"."events_position"`. Any other writer of the
     /// event table must take positions from it (under the lock of
     /// [`lock_key`](Self::lock_key)).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use eventsourced::{EventLog, SeqNo};
+    /// use eventsourced_postgres::{PostgresConfig, PostgresEventLog};
+    ///
+    /// # let url = std::env::var("DATABASE_URL")
+    /// #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    /// let mut config = PostgresConfig::from_url(&url)?;
+    /// # config.pool_size = 2;
+    /// config.schema = "doc_tables_positions".to_owned();
+    /// let log = PostgresEventLog::new(config).await?;
+    /// log.setup().await?;
+    /// log.append("counter", "c-1", SeqNo::ZERO, &["+1".into(), "+2".into()]).await?;
+    /// assert_eq!(log.tables().positions(), r#""doc_tables_positions"."events_position""#);
+    /// let sql = format!("SELECT last FROM {}", log.tables().positions());
+    /// let last: i64 = log.pool().get().await?.query_one(&sql, &[]).await?.get(0);
+    /// assert_eq!(last, 2);
+    /// # log.pool().get().await?.batch_execute("DROP SCHEMA doc_tables_positions CASCADE").await?;
+    /// # Ok(()) }
+    /// ```
     pub fn positions(&self) -> String {
         format!("\"{}\".\"{}_position\"", self.schema, self.events)
     }

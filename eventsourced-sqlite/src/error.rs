@@ -9,6 +9,19 @@ use std::path::PathBuf;
 /// [`SnapshotStore`](eventsourced::SnapshotStore) operations are reported as
 /// [`EventLogError`](eventsourced::EventLogError) and
 /// [`SnapshotStoreError`](eventsourced::SnapshotStoreError).
+///
+/// ```
+/// use eventsourced_sqlite::{SqliteError, SqliteEventLog};
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("notes.txt");
+/// std::fs::write(&path, "plain text, certainly not an SQLite database\n")?;
+/// let error = SqliteEventLog::open(&path).unwrap_err();
+/// assert!(matches!(error, SqliteError::NotADatabase { .. }));
+/// // The file was left as it was.
+/// assert!(std::fs::read_to_string(&path)?.starts_with("plain text"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SqliteError {

@@ -90,6 +90,16 @@ impl SqliteEventLog {
     /// The file's directory is created if missing. A file that is not a
     /// database of this crate, or of a newer schema version, is refused with a
     /// [`SqliteError`] and left as it is.
+    ///
+    /// ```
+    /// use eventsourced_sqlite::{Durability, SqliteEventLog};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let log = SqliteEventLog::open(dir.path().join("data/events.db"))?;
+    /// assert_eq!(log.config().durability, Durability::Full);
+    /// assert!(dir.path().join("data/events.db").exists());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteEventLog, SqliteError> {
         Self::open_with(path, SqliteConfig::default())
     }
@@ -150,6 +160,19 @@ impl SqliteEventLog {
 
     /// A snapshot store in the same database, sharing this log's writer (its
     /// saves join the same group commits).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use eventsourced::{SeqNo, SnapshotStore};
+    /// use eventsourced_sqlite::SqliteEventLog;
+    ///
+    /// let log = SqliteEventLog::open(":memory:")?;
+    /// let snapshots = log.snapshot_store();
+    /// snapshots.save("counter", "a", SeqNo::new(3), "3".into()).await?;
+    /// assert_eq!(snapshots.load("counter", "a").await?, Some((SeqNo::new(3), "3".into())));
+    /// # Ok(()) }
+    /// ```
     pub fn snapshot_store(&self) -> SqliteSnapshotStore {
         SqliteSnapshotStore {
             inner: Arc::clone(&self.inner),
@@ -157,6 +180,16 @@ impl SqliteEventLog {
     }
 
     /// The database file, or `None` for `:memory:`.
+    ///
+    /// ```
+    /// use eventsourced_sqlite::SqliteEventLog;
+    ///
+    /// assert_eq!(SqliteEventLog::open(":memory:")?.path(), None);
+    /// let dir = tempfile::tempdir()?;
+    /// let log = SqliteEventLog::open(dir.path().join("events.db"))?;
+    /// assert!(log.path().is_some_and(|path| path.ends_with("events.db")));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn path(&self) -> Option<&Path> {
         match &self.inner.location {
             Location::File(path) => Some(path),
@@ -165,11 +198,36 @@ impl SqliteEventLog {
     }
 
     /// The configuration the database was opened with.
+    ///
+    /// ```
+    /// use eventsourced_sqlite::{Durability, SqliteConfig, SqliteEventLog};
+    ///
+    /// let mut config = SqliteConfig::default();
+    /// config.durability = Durability::Fast;
+    /// let log = SqliteEventLog::open_with(":memory:", config.clone())?;
+    /// assert_eq!(log.config(), &config);
+    /// # Ok::<(), eventsourced_sqlite::SqliteError>(())
+    /// ```
     pub fn config(&self) -> &SqliteConfig {
         &self.inner.config
     }
 
     /// The number of events in the log (all entity types).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use bytes::Bytes;
+    /// use eventsourced::{EventLog, SeqNo};
+    /// use eventsourced_sqlite::SqliteEventLog;
+    ///
+    /// let log = SqliteEventLog::open(":memory:")?;
+    /// assert_eq!(log.event_count().await?, 0);
+    /// log.append("counter", "a", SeqNo::ZERO, &[Bytes::from("e1"), Bytes::from("e2")]).await?;
+    /// log.append("timer", "b", SeqNo::ZERO, &[Bytes::from("e1")]).await?;
+    /// assert_eq!(log.event_count().await?, 3);
+    /// # Ok(()) }
+    /// ```
     pub async fn event_count(&self) -> Result<u64, EventLogError> {
         self.inner
             .readers

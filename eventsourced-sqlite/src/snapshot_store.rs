@@ -38,11 +38,34 @@ impl SqliteSnapshotStore {
     /// Opens the snapshot store of the database at `path` with the default
     /// configuration; the same as `SqliteEventLog::open(path)?.snapshot_store()`.
     /// If the file is already open in this process, the store shares its writer.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use eventsourced::{SeqNo, SnapshotStore};
+    /// use eventsourced_sqlite::SqliteSnapshotStore;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let snapshots = SqliteSnapshotStore::open(dir.path().join("events.db"))?;
+    /// snapshots.save("counter", "a", SeqNo::new(2), "2".into()).await?;
+    /// assert_eq!(snapshots.load("counter", "a").await?, Some((SeqNo::new(2), "2".into())));
+    /// # Ok(()) }
+    /// ```
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteSnapshotStore, SqliteError> {
         Ok(SqliteEventLog::open(path)?.snapshot_store())
     }
 
     /// Opens the snapshot store of the database at `path` with `config`.
+    ///
+    /// ```
+    /// use eventsourced_sqlite::{Durability, SqliteConfig, SqliteSnapshotStore};
+    ///
+    /// let mut config = SqliteConfig::default();
+    /// config.durability = Durability::Fast;
+    /// let snapshots = SqliteSnapshotStore::open_with(":memory:", config)?;
+    /// assert_eq!(snapshots.event_log().config().durability, Durability::Fast);
+    /// # Ok::<(), eventsourced_sqlite::SqliteError>(())
+    /// ```
     pub fn open_with(
         path: impl AsRef<Path>,
         config: SqliteConfig,
@@ -51,6 +74,20 @@ impl SqliteSnapshotStore {
     }
 
     /// The event log of the same database.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use bytes::Bytes;
+    /// use eventsourced::{EventLog, SeqNo};
+    /// use eventsourced_sqlite::SqliteSnapshotStore;
+    ///
+    /// let snapshots = SqliteSnapshotStore::open(":memory:")?;
+    /// let log = snapshots.event_log();
+    /// log.append("counter", "a", SeqNo::ZERO, &[Bytes::from("e1")]).await?;
+    /// assert_eq!(log.last_seq_no("counter", "a").await?, SeqNo::new(1));
+    /// # Ok(()) }
+    /// ```
     pub fn event_log(&self) -> SqliteEventLog {
         SqliteEventLog {
             inner: Arc::clone(&self.inner),
