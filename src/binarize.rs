@@ -3,6 +3,18 @@
 //! The event log and snapshot store only see bytes; an entity is spawned with a
 //! [`Binarize`] that converts its events and its state. `SerdeJson` and
 //! `Prost` are provided behind the cargo features of the same names.
+//!
+//! ```
+//! use eventsourced::binarize::{Binarize, SerdeJson};
+//!
+//! // One `SerdeJson` converts the events and the state of an entity.
+//! let event = SerdeJson.encode(&3u64).unwrap();
+//! let state = SerdeJson.encode(&(7u64, true)).unwrap();
+//! assert_eq!(&event[..], b"3");
+//! assert_eq!(&state[..], b"[7,true]");
+//! let back: (u64, bool) = SerdeJson.decode(state).unwrap();
+//! assert_eq!(back, (7, true));
+//! ```
 
 use crate::event_log::BoxError;
 use bytes::Bytes;
@@ -31,6 +43,14 @@ pub trait Binarize<T>: Clone + Send + Sync + 'static {
 }
 
 /// Encoding or decoding failed.
+///
+/// ```
+/// use eventsourced::{Binarize, BinarizeError, SerdeJson};
+///
+/// let error: BinarizeError = Binarize::<u64>::decode(&SerdeJson, "-1".into()).unwrap_err();
+/// assert_eq!((error.direction, error.type_name, error.format), ("decode", "u64", "serde_json"));
+/// assert!(error.to_string().starts_with("cannot decode u64 with serde_json: "));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[error("cannot {direction} {type_name} with {format}: {source}")]
 pub struct BinarizeError {

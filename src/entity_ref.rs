@@ -67,6 +67,32 @@ pub(crate) struct Shared {
 
 impl<E: EventSourced> EntityRef<E> {
     /// The entity's id.
+    ///
+    /// ```
+    /// # use eventsourced::{Command, CommandEffect, EventSourced};
+    /// # #[derive(Debug, Default, serde::Serialize, serde::Deserialize)] struct Counter(u64);
+    /// # impl EventSourced for Counter {
+    /// #     type Id = String; type Event = u64; const TYPE_NAME: &'static str = "counter";
+    /// #     fn handle_event(self, n: u64) -> Self { Counter(self.0 + n) }
+    /// # }
+    /// # struct Add(u64);
+    /// # impl Command<Counter> for Add {
+    /// #     type Reply = u64; type Error = std::convert::Infallible;
+    /// #     fn handle_command(self, _: &String, _: &Counter) -> CommandEffect<Counter, u64, Self::Error> {
+    /// #         CommandEffect::emit_and_reply(self.0, |c: &Counter| c.0)
+    /// #     }
+    /// # }
+    /// use eventsourced::{EventSourcedExt, MemoryEventLog, NoopSnapshotStore, SerdeJson};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let counter = Counter::default()
+    ///     .entity()
+    ///     .spawn("c-1".to_owned(), MemoryEventLog::new(), NoopSnapshotStore, SerdeJson)
+    ///     .await?;
+    /// assert_eq!(counter.id(), "c-1");
+    /// assert_eq!(counter.clone().id(), "c-1"); // clones address the same entity
+    /// # Ok(()) }
+    /// ```
     pub fn id(&self) -> &E::Id {
         &self.id
     }
@@ -202,6 +228,39 @@ impl<E: EventSourced> fmt::Debug for EntityRef<E> {
 /// A technical failure of [`EntityRef::handle_command`]: the command's outcome is
 /// not known to have been persisted. Cheap to clone; every handle of a stopped
 /// entity reports the same cause.
+///
+/// ```
+/// # use eventsourced::{Command, CommandEffect, EventSourced};
+/// # #[derive(Debug, Default, serde::Serialize, serde::Deserialize)] struct Counter(u64);
+/// # impl EventSourced for Counter {
+/// #     type Id = String; type Event = u64; const TYPE_NAME: &'static str = "counter";
+/// #     fn handle_event(self, n: u64) -> Self { Counter(self.0 + n) }
+/// # }
+/// # struct Add(u64);
+/// # impl Command<Counter> for Add {
+/// #     type Reply = u64; type Error = std::convert::Infallible;
+/// #     fn handle_command(self, _: &String, _: &Counter) -> CommandEffect<Counter, u64, Self::Error> {
+/// #         CommandEffect::emit_and_reply(self.0, |c: &Counter| c.0)
+/// #     }
+/// # }
+/// use eventsourced::{EventLog, EventSourcedExt, HandleCommandError, MemoryEventLog, NoopSnapshotStore, SeqNo, SerdeJson};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let log = MemoryEventLog::new();
+/// let counter = Counter::default()
+///     .entity()
+///     .spawn("c-1".to_owned(), log.clone(), NoopSnapshotStore, SerdeJson)
+///     .await?;
+/// log.append("counter", "c-1", SeqNo::ZERO, &["1".into()]).await?; // another writer
+/// match counter.handle_command(Add(1)).await {
+///     Err(HandleCommandError::AppendFailed { entity, cause }) => {
+///         assert_eq!(&*entity, "counter/c-1");
+///         assert!(cause.is_conflict());
+///     }
+///     other => panic!("expected a failed append, got {other:?}"),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum HandleCommandError {
@@ -241,6 +300,35 @@ pub enum HandleCommandError {
 
 impl HandleCommandError {
     /// The event log error that stopped the entity, if that is the cause.
+    ///
+    /// ```
+    /// # use eventsourced::{Command, CommandEffect, EventSourced};
+    /// # #[derive(Debug, Default, serde::Serialize, serde::Deserialize)] struct Counter(u64);
+    /// # impl EventSourced for Counter {
+    /// #     type Id = String; type Event = u64; const TYPE_NAME: &'static str = "counter";
+    /// #     fn handle_event(self, n: u64) -> Self { Counter(self.0 + n) }
+    /// # }
+    /// # struct Add(u64);
+    /// # impl Command<Counter> for Add {
+    /// #     type Reply = u64; type Error = std::convert::Infallible;
+    /// #     fn handle_command(self, _: &String, _: &Counter) -> CommandEffect<Counter, u64, Self::Error> {
+    /// #         CommandEffect::emit_and_reply(self.0, |c: &Counter| c.0)
+    /// #     }
+    /// # }
+    /// use eventsourced::{EventLog, EventLogError, EventSourcedExt, MemoryEventLog, NoopSnapshotStore, SeqNo, SerdeJson};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let log = MemoryEventLog::new();
+    /// let counter = Counter::default()
+    ///     .entity()
+    ///     .spawn("c-1".to_owned(), log.clone(), NoopSnapshotStore, SerdeJson)
+    ///     .await?;
+    /// log.append("counter", "c-1", SeqNo::ZERO, &["1".into()]).await?; // another writer
+    /// let error = counter.handle_command(Add(1)).await.expect_err("the append conflicts");
+    /// let cause = error.append_error().expect("the append failed");
+    /// assert!(matches!(cause, EventLogError::Conflict { actual, .. } if *actual == SeqNo::new(1)));
+    /// # Ok(()) }
+    /// ```
     pub fn append_error(&self) -> Option<&EventLogError> {
         match self {
             HandleCommandError::AppendFailed { cause, .. } => Some(cause),
@@ -250,6 +338,39 @@ impl HandleCommandError {
 
     /// Whether the entity stopped because another writer appended to the same
     /// entity (optimistic concurrency conflict).
+    ///
+    /// ```
+    /// # use eventsourced::{Command, CommandEffect, EventSourced};
+    /// # #[derive(Debug, Default, serde::Serialize, serde::Deserialize)] struct Counter(u64);
+    /// # impl EventSourced for Counter {
+    /// #     type Id = String; type Event = u64; const TYPE_NAME: &'static str = "counter";
+    /// #     fn handle_event(self, n: u64) -> Self { Counter(self.0 + n) }
+    /// # }
+    /// # struct Add(u64);
+    /// # impl Command<Counter> for Add {
+    /// #     type Reply = u64; type Error = std::convert::Infallible;
+    /// #     fn handle_command(self, _: &String, _: &Counter) -> CommandEffect<Counter, u64, Self::Error> {
+    /// #         CommandEffect::emit_and_reply(self.0, |c: &Counter| c.0)
+    /// #     }
+    /// # }
+    /// use eventsourced::{EventLog, EventSourcedExt, MemoryEventLog, NoopSnapshotStore, SeqNo, SerdeJson};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let log = MemoryEventLog::new();
+    /// # let counter = Counter::default().entity().spawn("c-1".to_owned(), log.clone(), NoopSnapshotStore, SerdeJson).await?;
+    /// log.append("counter", "c-1", SeqNo::ZERO, &["1".into()]).await?; // another writer
+    /// let error = counter.handle_command(Add(1)).await.expect_err("the append conflicts");
+    /// assert!(error.is_conflict());
+    ///
+    /// // Spawned again, the entity recovers the other writer's event.
+    /// drop(counter);
+    /// let counter = Counter::default()
+    ///     .entity()
+    ///     .spawn("c-1".to_owned(), log, NoopSnapshotStore, SerdeJson)
+    ///     .await?;
+    /// assert_eq!(counter.handle_command(Add(1)).await?, Ok(2));
+    /// # Ok(()) }
+    /// ```
     pub fn is_conflict(&self) -> bool {
         self.append_error().is_some_and(EventLogError::is_conflict)
     }

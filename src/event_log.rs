@@ -4,6 +4,20 @@
 //! [`Binarize`](crate::Binarize)). Entities are addressed by their type name
 //! ([`EventSourced::TYPE_NAME`](crate::EventSourced::TYPE_NAME)) and their id as a
 //! string.
+//!
+//! ```
+//! use eventsourced::event_log::{EventLog, EventLogError, MemoryEventLog};
+//! use eventsourced::SeqNo;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), EventLogError> {
+//! let log = MemoryEventLog::new();
+//! // Events are bytes, addressed by type name and id.
+//! log.append("counter", "c-1", SeqNo::ZERO, &["+1".into()]).await?;
+//! assert_eq!(log.last_seq_no("counter", "c-1").await?, SeqNo::new(1));
+//! assert_eq!(log.last_seq_no("counter", "c-2").await?, SeqNo::ZERO);
+//! assert_eq!(log.last_seq_no("invoice", "c-1").await?, SeqNo::ZERO);
+//! # Ok(()) }
+//! ```
 
 mod memory;
 
@@ -15,6 +29,16 @@ use futures::Stream;
 use std::{error::Error as StdError, future::Future};
 
 /// A boxed error from a backend, kept as the `source` of [`EventLogError::Backend`].
+///
+/// ```
+/// use eventsourced::{EventLogError, event_log::BoxError};
+/// use std::error::Error;
+///
+/// let cause: BoxError = std::io::Error::other("disk full").into();
+/// let error = EventLogError::backend("sqlite", "append", cause);
+/// let source = error.source().expect("a backend error keeps its cause");
+/// assert_eq!(source.to_string(), "disk full");
+/// ```
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
 /// A pluggable, append-only log of events.
@@ -111,6 +135,23 @@ pub trait EventLog: Clone + Send + Sync + 'static {
 }
 
 /// An event as delivered by [`EventLog::events_by_type`].
+///
+/// ```
+/// use eventsourced::{EventLog, MemoryEventLog, Position, SeqNo};
+/// use futures::{StreamExt, TryStreamExt};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let log = MemoryEventLog::new();
+/// log.append("counter", "a", SeqNo::ZERO, &["+1".into()]).await?;
+/// log.append("counter", "b", SeqNo::ZERO, &["+2".into()]).await?;
+/// // The stream is live: take the two stored events, it would wait for more.
+/// let events: Vec<_> = log.events_by_type("counter", Position::START).take(2).try_collect().await?;
+/// let last = &events[1];
+/// assert_eq!((last.id.as_str(), last.seq_no), ("b", SeqNo::new(1)));
+/// assert_eq!(last.event, "+2");
+/// assert!(events[0].position < last.position); // resume from `last.position.next()`
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventEnvelope {
     /// Its position in the log: resume from `position.next()`.
@@ -124,6 +165,22 @@ pub struct EventEnvelope {
 }
 
 /// What can go wrong with an [`EventLog`] operation.
+///
+/// ```
+/// use eventsourced::{EventLog, EventLogError, MemoryEventLog, SeqNo};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let log = MemoryEventLog::new();
+/// match log.append("counter", "a", SeqNo::new(3), &["+1".into()]).await {
+///     Err(EventLogError::Conflict { expected, actual, .. }) => {
+///         assert_eq!((expected, actual), (SeqNo::new(3), SeqNo::ZERO));
+///     }
+///     other => panic!("expected a conflict, got {other:?}"),
+/// }
+/// let invalid = log.append("counter", "", SeqNo::ZERO, &["+1".into()]).await;
+/// assert!(matches!(invalid, Err(EventLogError::InvalidId { .. })));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EventLogError {
@@ -197,6 +254,19 @@ impl EventLogError {
     }
 
     /// Whether this is a [`Conflict`](EventLogError::Conflict).
+    ///
+    /// ```
+    /// use eventsourced::{EventLog, EventLogError, MemoryEventLog, SeqNo};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let log = MemoryEventLog::new();
+    /// log.append("counter", "a", SeqNo::ZERO, &["+1".into()]).await?;
+    /// // A second writer that has not seen the first event:
+    /// let stale = log.append("counter", "a", SeqNo::ZERO, &["+2".into()]).await.unwrap_err();
+    /// assert!(stale.is_conflict());
+    /// assert!(!EventLogError::backend("sqlite", "append", "disk full").is_conflict());
+    /// # Ok(()) }
+    /// ```
     pub fn is_conflict(&self) -> bool {
         matches!(self, EventLogError::Conflict { .. })
     }

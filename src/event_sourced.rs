@@ -98,6 +98,22 @@ pub trait Command<E: EventSourced>: Send + 'static {
 ///
 /// Replies are sent only after the events are durably appended, so a reply
 /// never reveals state that could still be lost.
+///
+/// ```
+/// # use eventsourced::EventSourced;
+/// # #[derive(Debug, Default)] struct Counter(u64);
+/// # impl EventSourced for Counter {
+/// #     type Id = String; type Event = u64; const TYPE_NAME: &'static str = "counter";
+/// #     fn handle_event(self, n: u64) -> Self { Counter(self.0 + n) } }
+/// use eventsourced::CommandEffect;
+///
+/// let emit: CommandEffect<Counter, u64, &str> = CommandEffect::emit_and_reply(1, |c: &Counter| c.0);
+/// let reply: CommandEffect<Counter, u64, &str> = CommandEffect::reply(0);
+/// let reject: CommandEffect<Counter, u64, &str> = CommandEffect::reject("overflow");
+/// assert_eq!(format!("{emit:?}"), "Emit { events: 1 }");
+/// assert_eq!(format!("{reply:?}"), "Reply(0)");
+/// assert_eq!(format!("{reject:?}"), "Reject(\"overflow\")");
+/// ```
 pub struct CommandEffect<E: EventSourced, Reply, Error>(pub(crate) Effect<E, Reply, Error>);
 
 /// A reply computed from the state after the command's events.
@@ -121,6 +137,32 @@ pub(crate) enum Events<T> {
 impl<E: EventSourced, Reply, Error> CommandEffect<E, Reply, Error> {
     /// Emits one event, then replies with `make_reply` applied to the new state.
     /// (A closure that captures nothing costs no allocation.)
+    ///
+    /// ```
+    /// # use eventsourced::EventSourced;
+    /// # #[derive(Debug, Default, serde::Serialize, serde::Deserialize)] struct Counter(u64);
+    /// # impl EventSourced for Counter {
+    /// #     type Id = String; type Event = u64; const TYPE_NAME: &'static str = "counter";
+    /// #     fn handle_event(self, n: u64) -> Self { Counter(self.0 + n) } }
+    /// use eventsourced::{Command, CommandEffect, EventSourcedExt, MemoryEventLog, NoopSnapshotStore, SerdeJson};
+    /// use std::convert::Infallible;
+    ///
+    /// struct Add(u64);
+    ///
+    /// impl Command<Counter> for Add {
+    ///     type Reply = u64;
+    ///     type Error = Infallible;
+    ///
+    ///     fn handle_command(self, _id: &String, _state: &Counter) -> CommandEffect<Counter, u64, Infallible> {
+    ///         CommandEffect::emit_and_reply(self.0, |state: &Counter| state.0) // the state after the event
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let counter = Counter(40).entity().spawn("c-1".to_owned(), MemoryEventLog::new(), NoopSnapshotStore, SerdeJson).await?;
+    /// assert_eq!(counter.handle_command(Add(2)).await?, Ok(42));
+    /// # Ok(()) }
+    /// ```
     pub fn emit_and_reply(
         event: E::Event,
         make_reply: impl FnOnce(&E) -> Reply + Send + 'static,

@@ -18,24 +18,57 @@ pub struct SeqNo(u64);
 
 impl SeqNo {
     /// No events: the expected last seq_no for an entity's first append.
+    ///
+    /// ```
+    /// use eventsourced::SeqNo;
+    /// assert_eq!(SeqNo::ZERO, SeqNo::default());
+    /// assert_eq!(SeqNo::ZERO.next(), SeqNo::new(1)); // the first event
+    /// ```
     pub const ZERO: SeqNo = SeqNo(0);
 
     /// Wraps a raw sequence number.
+    ///
+    /// ```
+    /// use eventsourced::SeqNo;
+    /// const FIRST: SeqNo = SeqNo::new(1);
+    /// assert_eq!(FIRST.get(), 1);
+    /// assert_eq!(FIRST.to_string(), "1");
+    /// ```
     pub const fn new(n: u64) -> Self {
         SeqNo(n)
     }
 
     /// The raw number.
+    ///
+    /// ```
+    /// use eventsourced::SeqNo;
+    /// assert_eq!(SeqNo::new(42).get(), 42);
+    /// assert_eq!(SeqNo::ZERO.get(), 0);
+    /// ```
     pub const fn get(self) -> u64 {
         self.0
     }
 
     /// The sequence number after this one.
+    ///
+    /// ```
+    /// use eventsourced::SeqNo;
+    /// let last = SeqNo::new(41);
+    /// assert_eq!(last.next(), SeqNo::new(42));
+    /// assert!(last < last.next());
+    /// ```
     pub const fn next(self) -> Self {
         SeqNo(self.0 + 1)
     }
 
     /// This number plus `n`, e.g. the last seq_no after appending `n` events.
+    ///
+    /// ```
+    /// use eventsourced::SeqNo;
+    /// let last = SeqNo::new(5);
+    /// assert_eq!(last.add(3), SeqNo::new(8)); // after appending 3 events
+    /// assert_eq!(last.add(0), last);
+    /// ```
     pub const fn add(self, n: u64) -> Self {
         SeqNo(self.0 + n)
     }
@@ -85,19 +118,45 @@ pub struct Position(u64);
 
 impl Position {
     /// The beginning of the log: reading from here yields every event.
+    ///
+    /// ```
+    /// use eventsourced::Position;
+    /// assert_eq!(Position::START, Position::default());
+    /// assert!(Position::START < Position::new(1)); // before every stored event
+    /// ```
     pub const START: Position = Position(0);
 
     /// Wraps a raw position.
+    ///
+    /// ```
+    /// use eventsourced::Position;
+    /// const SAVED: Position = Position::new(17);
+    /// assert_eq!(SAVED.get(), 17);
+    /// assert_eq!(SAVED.to_string(), "17");
+    /// ```
     pub const fn new(n: u64) -> Self {
         Position(n)
     }
 
     /// The raw number.
+    ///
+    /// ```
+    /// use eventsourced::Position;
+    /// assert_eq!(Position::new(17).get(), 17);
+    /// assert_eq!(Position::START.get(), 0);
+    /// ```
     pub const fn get(self) -> u64 {
         self.0
     }
 
     /// The position after this one: where to resume after handling this one.
+    ///
+    /// ```
+    /// use eventsourced::Position;
+    /// let last_handled = Position::new(9);
+    /// let resume_from = last_handled.next();
+    /// assert_eq!(resume_from, Position::new(10));
+    /// ```
     pub const fn next(self) -> Self {
         Position(self.0 + 1)
     }

@@ -3,6 +3,20 @@
 //! A snapshot is an entity's state as bytes together with the seq_no of the last
 //! event it includes. Recovery loads the latest snapshot and replays only the
 //! events after it.
+//!
+//! ```
+//! use eventsourced::snapshot_store::{MemorySnapshotStore, SnapshotStore};
+//! use eventsourced::SeqNo;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = MemorySnapshotStore::new();
+//! store.save("counter", "c-1", SeqNo::new(10), "10".into()).await?;
+//! let (seq_no, state) = store.load("counter", "c-1").await?.expect("saved");
+//! assert_eq!(state, "10");
+//! // Recovery decodes `state`, then replays the events from here on.
+//! assert_eq!(seq_no.next(), SeqNo::new(11));
+//! # Ok(()) }
+//! ```
 
 mod memory;
 
@@ -54,6 +68,21 @@ pub trait SnapshotStore: Clone + Send + Sync + 'static {
 }
 
 /// What can go wrong with a [`SnapshotStore`] operation.
+///
+/// ```
+/// use eventsourced::SnapshotStoreError;
+///
+/// // How a backend reports a snapshot that it cannot read back:
+/// let error = SnapshotStoreError::Corrupt {
+///     backend: "sqlite",
+///     location: "table snapshots, counter/c-1".to_owned(),
+///     reason: "negative seq_no".to_owned(),
+/// };
+/// assert_eq!(
+///     error.to_string(),
+///     "corrupt snapshot in sqlite store at table snapshots, counter/c-1: negative seq_no"
+/// );
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SnapshotStoreError {

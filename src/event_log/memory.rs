@@ -85,6 +85,18 @@ impl std::fmt::Debug for MemoryEventLog {
 
 impl MemoryEventLog {
     /// A new, empty log.
+    ///
+    /// ```
+    /// use eventsourced::{EventLog, MemoryEventLog, SeqNo};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let log = MemoryEventLog::new();
+    /// assert_eq!(log.last_seq_no("counter", "a").await?, SeqNo::ZERO);
+    /// // Clones share the events.
+    /// log.clone().append("counter", "a", SeqNo::ZERO, &["+1".into()]).await?;
+    /// assert_eq!(log.last_seq_no("counter", "a").await?, SeqNo::new(1));
+    /// # Ok(()) }
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }

@@ -28,6 +28,18 @@ type Snapshots = HashMap<String, HashMap<String, (SeqNo, Bytes)>>;
 
 impl MemorySnapshotStore {
     /// A new, empty store.
+    ///
+    /// ```
+    /// use eventsourced::{MemorySnapshotStore, SeqNo, SnapshotStore};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = MemorySnapshotStore::new();
+    /// assert_eq!(store.load("counter", "a").await?, None);
+    /// // Clones share the snapshots.
+    /// store.clone().save("counter", "a", SeqNo::new(3), "3".into()).await?;
+    /// assert_eq!(store.load("counter", "a").await?, Some((SeqNo::new(3), "3".into())));
+    /// # Ok(()) }
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }

@@ -9,6 +9,17 @@ use tokio::time::timeout;
 const LIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs every event log check against `log`; panics on the first failure.
+///
+/// ```
+/// # #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
+/// # async fn main() {
+/// use eventsourced::{MemoryEventLog, testkit::check_event_log};
+///
+/// // In a backend's tests, e.g. a `#[tokio::test(flavor = "multi_thread")]`:
+/// // returns if the log keeps the contract, panics with the broken rule if not.
+/// check_event_log(MemoryEventLog::new()).await;
+/// # }
+/// ```
 pub async fn check_event_log<L: EventLog>(log: L) {
     round_trip(&log).await;
     numbering_starts_at_one_without_gaps(&log).await;

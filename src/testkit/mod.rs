@@ -33,6 +33,21 @@ use std::{
 
 /// Entity ids that are awkward for backends: separators, wildcards, spaces and
 /// unicode. Each must round-trip, or be refused with an `InvalidId` error.
+///
+/// ```
+/// use eventsourced::{EventLog, MemoryEventLog, SeqNo, testkit::ODD_IDS};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let log = MemoryEventLog::new();
+/// for id in ODD_IDS {
+///     // A backend that maps two of these ids to one entity fails here with a conflict.
+///     log.append("counter", id, SeqNo::ZERO, &[id.to_string().into()]).await?;
+/// }
+/// for id in ODD_IDS {
+///     assert_eq!(log.last_seq_no("counter", id).await?, SeqNo::new(1), "{id:?}");
+/// }
+/// # Ok(()) }
+/// ```
 pub const ODD_IDS: &[&str] = &[
     "a.b",
     "a b",

@@ -3,6 +3,17 @@ use crate::{SeqNo, SnapshotStore, SnapshotStoreError};
 use bytes::Bytes;
 
 /// Runs every snapshot store check against `store`; panics on the first failure.
+///
+/// ```
+/// # #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
+/// # async fn main() {
+/// use eventsourced::{MemorySnapshotStore, testkit::check_snapshot_store};
+///
+/// // In a backend's tests, e.g. a `#[tokio::test(flavor = "multi_thread")]`:
+/// // returns if the store keeps the contract, panics with the broken rule if not.
+/// check_snapshot_store(MemorySnapshotStore::new()).await;
+/// # }
+/// ```
 pub async fn check_snapshot_store<S: SnapshotStore>(store: S) {
     missing_is_none(&store).await;
     round_trip_binary(&store).await;
