@@ -11,15 +11,16 @@ use crate::{
     Binarize, Command, EntityRef, EventLog, EventSourced, HandleCommandError, SeqNo, SnapshotStore,
     binarize::BinarizeError,
     entity_ref::Shared,
-    event_log::EventLogError,
+    event_log::{EventLogError, validate_id},
     event_sourced::{Effect, Events, MakeReply},
     snapshot_store::SnapshotStoreError,
 };
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use std::{
     fmt,
     num::{NonZeroU64, NonZeroUsize},
+    panic::AssertUnwindSafe,
     sync::{Arc, OnceLock},
 };
 use tokio::sync::{mpsc, oneshot, watch};
@@ -142,6 +143,44 @@ pub struct EntityBuilder<E> {
 
 impl<E: EventSourced> EntityBuilder<E> {
     /// Saves a snapshot whenever the seq_no crosses a multiple of `n`; 0 never.
+    ///
+    /// ```
+    /// # use eventsourced::{Command, CommandEffect, EventSourced};
+    /// # #[derive(Debug, Default, serde::Serialize, serde::Deserialize)] struct Counter(u64);
+    /// # impl EventSourced for Counter {
+    /// #     type Id = String; type Event = u64; const TYPE_NAME: &'static str = "counter";
+    /// #     fn handle_event(self, n: u64) -> Self { Counter(self.0 + n) }
+    /// # }
+    /// # struct Add(u64);
+    /// # impl Command<Counter> for Add {
+    /// #     type Reply = u64; type Error = std::convert::Infallible;
+    /// #     fn handle_command(self, _: &String, _: &Counter) -> CommandEffect<Counter, u64, Self::Error> {
+    /// #         CommandEffect::emit_and_reply(self.0, |c: &Counter| c.0)
+    /// #     }
+    /// # }
+    /// use eventsourced::{EventSourcedExt, MemoryEventLog, MemorySnapshotStore, SeqNo, SerdeJson, SnapshotStore};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let snapshots = MemorySnapshotStore::new();
+    /// let counter = Counter::default()
+    ///     .entity()
+    ///     .snapshot_every(2)
+    ///     .spawn("c-1".to_owned(), MemoryEventLog::new(), snapshots.clone(), SerdeJson)
+    ///     .await?;
+    /// counter.handle_command(Add(3)).await??;
+    /// counter.handle_command(Add(4)).await??; // seq_no 2: a snapshot is due
+    /// // Snapshots are saved on a task of their own, shortly after the append.
+    /// let mut snapshot = None;
+    /// for _ in 0..1000 {
+    ///     snapshot = snapshots.load("counter", "c-1").await?;
+    ///     if snapshot.is_some() {
+    ///         break;
+    ///     }
+    ///     tokio::task::yield_now().await;
+    /// }
+    /// assert_eq!(snapshot, Some((SeqNo::new(2), "7".into())));
+    /// # Ok(()) }
+    /// ```
     pub fn snapshot_every(mut self, n: u64) -> Self {
         self.options.snapshot_every = NonZeroU64::new(n);
         self
@@ -149,18 +188,106 @@ impl<E: EventSourced> EntityBuilder<E> {
 
     /// How many commands can wait in the mailbox (at least 1, at most
     /// `2^61 - 1`, tokio's limit for a bounded channel).
+    ///
+    /// ```
+    /// # use eventsourced::{Command, CommandEffect, EventSourced};
+    /// # #[derive(Debug, Default, serde::Serialize, serde::Deserialize)] struct Counter(u64);
+    /// # impl EventSourced for Counter {
+    /// #     type Id = String; type Event = u64; const TYPE_NAME: &'static str = "counter";
+    /// #     fn handle_event(self, n: u64) -> Self { Counter(self.0 + n) }
+    /// # }
+    /// # struct Add(u64);
+    /// # impl Command<Counter> for Add {
+    /// #     type Reply = u64; type Error = std::convert::Infallible;
+    /// #     fn handle_command(self, _: &String, _: &Counter) -> CommandEffect<Counter, u64, Self::Error> {
+    /// #         CommandEffect::emit_and_reply(self.0, |c: &Counter| c.0)
+    /// #     }
+    /// # }
+    /// use eventsourced::{EventSourcedExt, MemoryEventLog, NoopSnapshotStore, SerdeJson, SpawnError};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let counter = Counter::default()
+    ///     .entity()
+    ///     .mailbox_size(1) // a second sender waits until the first command is taken
+    ///     .spawn("c-1".to_owned(), MemoryEventLog::new(), NoopSnapshotStore, SerdeJson)
+    ///     .await?;
+    /// assert_eq!(counter.handle_command(Add(1)).await?, Ok(1));
+    ///
+    /// let empty = Counter::default().entity().mailbox_size(0);
+    /// let error = empty.spawn("c-2".to_owned(), MemoryEventLog::new(), NoopSnapshotStore, SerdeJson).await;
+    /// assert!(matches!(error, Err(SpawnError::InvalidOptions(_))));
+    /// # Ok(()) }
+    /// ```
     pub fn mailbox_size(mut self, n: usize) -> Self {
         self.options.mailbox_size = n;
         self
     }
 
     /// The most commands handled in one batch (at least 1).
+    ///
+    /// ```
+    /// # use eventsourced::{Command, CommandEffect, EventSourced};
+    /// # #[derive(Debug, Default, serde::Serialize, serde::Deserialize)] struct Counter(u64);
+    /// # impl EventSourced for Counter {
+    /// #     type Id = String; type Event = u64; const TYPE_NAME: &'static str = "counter";
+    /// #     fn handle_event(self, n: u64) -> Self { Counter(self.0 + n) }
+    /// # }
+    /// # struct Add(u64);
+    /// # impl Command<Counter> for Add {
+    /// #     type Reply = u64; type Error = std::convert::Infallible;
+    /// #     fn handle_command(self, _: &String, _: &Counter) -> CommandEffect<Counter, u64, Self::Error> {
+    /// #         CommandEffect::emit_and_reply(self.0, |c: &Counter| c.0)
+    /// #     }
+    /// # }
+    /// use eventsourced::{EventSourcedExt, MemoryEventLog, NoopSnapshotStore, SerdeJson};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let counter = Counter::default()
+    ///     .entity()
+    ///     .max_batch(1) // one append per command
+    ///     .spawn("c-1".to_owned(), MemoryEventLog::new(), NoopSnapshotStore, SerdeJson)
+    ///     .await?;
+    /// assert_eq!(counter.handle_command(Add(1)).await?, Ok(1));
+    ///
+    /// let none = Counter::default().entity().max_batch(0);
+    /// let error = none.spawn("c-2".to_owned(), MemoryEventLog::new(), NoopSnapshotStore, SerdeJson).await;
+    /// assert_eq!(error.unwrap_err().to_string(), "invalid entity options: max_batch must be at least 1");
+    /// # Ok(()) }
+    /// ```
     pub fn max_batch(mut self, n: usize) -> Self {
         self.options.max_batch = n;
         self
     }
 
     /// Replaces all options at once.
+    ///
+    /// ```
+    /// # use eventsourced::{Command, CommandEffect, EventSourced};
+    /// # #[derive(Debug, Default, serde::Serialize, serde::Deserialize)] struct Counter(u64);
+    /// # impl EventSourced for Counter {
+    /// #     type Id = String; type Event = u64; const TYPE_NAME: &'static str = "counter";
+    /// #     fn handle_event(self, n: u64) -> Self { Counter(self.0 + n) }
+    /// # }
+    /// # struct Add(u64);
+    /// # impl Command<Counter> for Add {
+    /// #     type Reply = u64; type Error = std::convert::Infallible;
+    /// #     fn handle_command(self, _: &String, _: &Counter) -> CommandEffect<Counter, u64, Self::Error> {
+    /// #         CommandEffect::emit_and_reply(self.0, |c: &Counter| c.0)
+    /// #     }
+    /// # }
+    /// use eventsourced::{EntityOptions, EventSourcedExt, MemoryEventLog, NoopSnapshotStore, SerdeJson};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // E.g. options read from a configuration file.
+    /// let options = EntityOptions { mailbox_size: 16, max_batch: 8, ..EntityOptions::default() };
+    /// let counter = Counter::default()
+    ///     .entity()
+    ///     .options(options)
+    ///     .spawn("c-1".to_owned(), MemoryEventLog::new(), NoopSnapshotStore, SerdeJson)
+    ///     .await?;
+    /// assert_eq!(counter.handle_command(Add(2)).await?, Ok(2));
+    /// # Ok(()) }
+    /// ```
     pub fn options(mut self, options: EntityOptions) -> Self {
         self.options = options;
         self
@@ -229,8 +356,16 @@ impl<E: EventSourced> EntityBuilder<E> {
                 "mailbox_size must be at least 1 and at most 2^61 - 1",
             ))?;
 
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| SpawnError::NoRuntime)?;
+
         let id_string = id.to_string();
         let entity: Arc<str> = format!("{}/{}", E::TYPE_NAME, id_string).into();
+        // Refused now rather than by the first append, which would stop the
+        // entity; a backend's own limits come with its first read below.
+        validate_id(E::TYPE_NAME, &id_string).map_err(|source| SpawnError::InvalidId {
+            entity: entity.clone(),
+            source,
+        })?;
         let (last_seq_no, state) = recover(
             &entity,
             &id_string,
@@ -261,7 +396,7 @@ impl<E: EventSourced> EntityBuilder<E> {
             max_batch: max_batch.get(),
             shared: shared.clone(),
         };
-        tokio::spawn(entity.run(state, inbox));
+        runtime.spawn(entity.run(state, inbox));
         Ok(EntityRef {
             id,
             mailbox,
@@ -310,11 +445,26 @@ where
         None => (SeqNo::ZERO, initial_state),
     };
 
-    let read_error = |source| SpawnError::ReadEvents {
-        entity: entity.clone(),
-        source,
+    let read_error = |source| match source {
+        EventLogError::InvalidId { .. } => SpawnError::InvalidId {
+            entity: entity.clone(),
+            source,
+        },
+        source => SpawnError::ReadEvents {
+            entity: entity.clone(),
+            source,
+        },
     };
-    let log_last = log_last.map_err(read_error)?;
+    let mut log_last = log_last.map_err(read_error)?;
+    if seq_no > log_last {
+        // The two reads ran at once: another writer may have appended and
+        // snapshotted in between. Its append came before its snapshot, so a
+        // read of the log after the snapshot's shows it.
+        log_last = event_log
+            .last_seq_no(E::TYPE_NAME, id)
+            .await
+            .map_err(read_error)?;
+    }
     if seq_no > log_last {
         return Err(SpawnError::SnapshotAheadOfLog {
             entity: entity.clone(),
@@ -542,9 +692,14 @@ impl<S: SnapshotStore> Snapshots<S> {
                     let Some((seq_no, state)) = pending.borrow_and_update().clone() else {
                         continue;
                     };
-                    match store.save(type_name, &id, seq_no, state).await {
-                        Ok(()) => debug!(%entity, %seq_no, "snapshot saved"),
-                        Err(error) => warn!(%entity, %seq_no, %error, "cannot save snapshot, retrying at the next interval"),
+                    // A store that panics fails this save, not every later one.
+                    let saved = AssertUnwindSafe(store.save(type_name, &id, seq_no, state))
+                        .catch_unwind()
+                        .await;
+                    match saved {
+                        Ok(Ok(())) => debug!(%entity, %seq_no, "snapshot saved"),
+                        Ok(Err(error)) => warn!(%entity, %seq_no, %error, "cannot save snapshot, retrying at the next interval"),
+                        Err(_) => warn!(%entity, %seq_no, "the snapshot store panicked while saving, retrying at the next interval"),
                     }
                 }
             });
@@ -705,6 +860,24 @@ pub enum SpawnError {
     /// An option is out of range.
     #[error("invalid entity options: {0}")]
     InvalidOptions(&'static str),
+
+    /// `spawn` was awaited outside a tokio runtime, which the entity's task
+    /// needs.
+    #[error(
+        "cannot spawn an entity outside a tokio runtime: await spawn inside one (e.g. #[tokio::main])"
+    )]
+    NoRuntime,
+
+    /// The id (or the entity type's name) is one the log cannot store, e.g.
+    /// empty, or beyond a backend's limits.
+    #[error("invalid id for entity {entity}: {source}")]
+    InvalidId {
+        /// `type_name/id`.
+        entity: Arc<str>,
+        /// The log's [`EventLogError::InvalidId`].
+        #[source]
+        source: EventLogError,
+    },
 
     /// The snapshot store failed.
     #[error("cannot load the snapshot of entity {entity}: {source}")]
