@@ -156,12 +156,44 @@ where
     B: Binarize<S::Event>,
 {
     /// At most this many events per batch (one transaction); default 100.
+    ///
+    /// ```
+    /// # use eventsourced::{MemoryEventLog, SerdeJson};
+    /// # use eventsourced_projection::{AtLeastOnce, Handler, HandlerError, MemoryOffsetStore, ProjectedEvent, Projection};
+    /// # struct Count(u64);
+    /// # impl Handler for Count {
+    /// #     type Event = i64;
+    /// #     async fn handle(&mut self, _: &ProjectedEvent<i64>) -> Result<(), HandlerError> { self.0 += 1; Ok(()) }
+    /// # }
+    /// # let sink = || AtLeastOnce::new(MemoryOffsetStore::default(), Count(0));
+    /// # let builder = || Projection::builder("totals", "counter", MemoryEventLog::default(), SerdeJson, sink());
+    /// assert!(builder().batch_size(500).build().is_ok());
+    /// let refused = builder().batch_size(0).build().unwrap_err();
+    /// assert!(refused.to_string().contains("batch-size"), "{refused}");
+    /// ```
     pub fn batch_size(mut self, n: usize) -> Self {
         self.config.batch_size = n;
         self
     }
 
     /// How long a batch waits to fill after its first event; default 50 ms.
+    ///
+    /// ```
+    /// # use eventsourced::{MemoryEventLog, SerdeJson};
+    /// # use eventsourced_projection::{AtLeastOnce, Handler, HandlerError, MemoryOffsetStore, ProjectedEvent, Projection};
+    /// # struct Count(u64);
+    /// # impl Handler for Count {
+    /// #     type Event = i64;
+    /// #     async fn handle(&mut self, _: &ProjectedEvent<i64>) -> Result<(), HandlerError> { self.0 += 1; Ok(()) }
+    /// # }
+    /// # let sink = || AtLeastOnce::new(MemoryOffsetStore::default(), Count(0));
+    /// # let builder = || Projection::builder("totals", "counter", MemoryEventLog::default(), SerdeJson, sink());
+    /// use std::time::Duration;
+    /// // No waiting: every batch is what the log has delivered so far.
+    /// assert!(builder().max_wait(Duration::ZERO).build().is_ok());
+    /// // No deadline: a batch waits until it holds batch_size events.
+    /// assert!(builder().max_wait(Duration::MAX).build().is_ok());
+    /// ```
     pub fn max_wait(mut self, d: Duration) -> Self {
         self.config.max_wait = d;
         self
@@ -169,6 +201,27 @@ where
 
     /// What to do when the handler fails on an event; default
     /// [`ErrorStrategy::Stop`].
+    ///
+    /// ```
+    /// # use eventsourced::{MemoryEventLog, SerdeJson};
+    /// # use eventsourced_projection::{AtLeastOnce, Handler, HandlerError, MemoryOffsetStore, ProjectedEvent, Projection};
+    /// # struct Count(u64);
+    /// # impl Handler for Count {
+    /// #     type Event = i64;
+    /// #     async fn handle(&mut self, _: &ProjectedEvent<i64>) -> Result<(), HandlerError> { self.0 += 1; Ok(()) }
+    /// # }
+    /// # let sink = || AtLeastOnce::new(MemoryOffsetStore::default(), Count(0));
+    /// # let builder = || Projection::builder("totals", "counter", MemoryEventLog::default(), SerdeJson, sink());
+    /// use eventsourced_projection::{ErrorStrategy, RetryPolicy};
+    /// use std::time::Duration;
+    /// assert!(builder().error_strategy(ErrorStrategy::Skip).build().is_ok());
+    /// let backwards = RetryPolicy {
+    ///     min_backoff: Duration::from_secs(5),
+    ///     max_backoff: Duration::from_secs(1),
+    ///     ..RetryPolicy::default()
+    /// };
+    /// assert!(builder().error_strategy(ErrorStrategy::Retry(backwards)).build().is_err());
+    /// ```
     pub fn error_strategy(mut self, s: ErrorStrategy) -> Self {
         self.config.error_strategy = s;
         self
@@ -176,6 +229,23 @@ where
 
     /// The lease that makes this projection run once across instances;
     /// default [`InProcessLease::global`].
+    ///
+    /// ```
+    /// # use eventsourced::{MemoryEventLog, SerdeJson};
+    /// # use eventsourced_projection::{AtLeastOnce, Handler, HandlerError, MemoryOffsetStore, ProjectedEvent, Projection};
+    /// # struct Count(u64);
+    /// # impl Handler for Count {
+    /// #     type Event = i64;
+    /// #     async fn handle(&mut self, _: &ProjectedEvent<i64>) -> Result<(), HandlerError> { self.0 += 1; Ok(()) }
+    /// # }
+    /// # let sink = || AtLeastOnce::new(MemoryOffsetStore::default(), Count(0));
+    /// # let builder = || Projection::builder("totals", "counter", MemoryEventLog::default(), SerdeJson, sink());
+    /// use eventsourced_projection::InProcessLease;
+    /// // A lease of its own: instances sharing it run one at a time.
+    /// let lease = InProcessLease::default();
+    /// let projection = builder().lease(lease.clone()).build().unwrap();
+    /// assert_eq!(projection.name(), "totals");
+    /// ```
     pub fn lease(mut self, lease: impl Lease) -> Self {
         self.lease = Arc::new(lease);
         self
@@ -189,6 +259,23 @@ where
 
     /// The backoff after an infrastructure error (log, offset store, lease)
     /// before reopening: `min`, doubled up to `max`; default 100 ms..5 s.
+    ///
+    /// ```
+    /// # use eventsourced::{MemoryEventLog, SerdeJson};
+    /// # use eventsourced_projection::{AtLeastOnce, Handler, HandlerError, MemoryOffsetStore, ProjectedEvent, Projection};
+    /// # struct Count(u64);
+    /// # impl Handler for Count {
+    /// #     type Event = i64;
+    /// #     async fn handle(&mut self, _: &ProjectedEvent<i64>) -> Result<(), HandlerError> { self.0 += 1; Ok(()) }
+    /// # }
+    /// # let sink = || AtLeastOnce::new(MemoryOffsetStore::default(), Count(0));
+    /// # let builder = || Projection::builder("totals", "counter", MemoryEventLog::default(), SerdeJson, sink());
+    /// use std::time::Duration;
+    /// let (min, max) = (Duration::from_millis(50), Duration::from_secs(10));
+    /// assert!(builder().restart_backoff(min, max).build().is_ok());
+    /// assert!(builder().restart_backoff(max, min).build().is_err()); // min above max
+    /// assert!(builder().restart_backoff(Duration::ZERO, max).build().is_err()); // a busy loop
+    /// ```
     pub fn restart_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.config.restart_min_backoff = min;
         self.config.restart_max_backoff = max;
@@ -197,12 +284,43 @@ where
 
     /// Replaces every setting at once, e.g. with a [`ProjectionConfig`] read
     /// from a configuration file.
+    ///
+    /// ```
+    /// # use eventsourced::{MemoryEventLog, SerdeJson};
+    /// # use eventsourced_projection::{AtLeastOnce, Handler, HandlerError, MemoryOffsetStore, ProjectedEvent, Projection};
+    /// # struct Count(u64);
+    /// # impl Handler for Count {
+    /// #     type Event = i64;
+    /// #     async fn handle(&mut self, _: &ProjectedEvent<i64>) -> Result<(), HandlerError> { self.0 += 1; Ok(()) }
+    /// # }
+    /// # let sink = || AtLeastOnce::new(MemoryOffsetStore::default(), Count(0));
+    /// # let builder = || Projection::builder("totals", "counter", MemoryEventLog::default(), SerdeJson, sink());
+    /// use eventsourced_projection::ProjectionConfig;
+    /// let config: ProjectionConfig =
+    ///     serde_json::from_str(r#"{ "batch-size": 500, "max-wait": "20ms" }"#).unwrap();
+    /// assert!(builder().config(config).build().is_ok());
+    /// ```
     pub fn config(mut self, config: ProjectionConfig) -> Self {
         self.config = config;
         self
     }
 
     /// Checks the configuration and builds the projection (not yet running).
+    ///
+    /// ```
+    /// # use eventsourced::{MemoryEventLog, SerdeJson};
+    /// # use eventsourced_projection::{AtLeastOnce, Handler, HandlerError, MemoryOffsetStore, ProjectedEvent, Projection};
+    /// # struct Count(u64);
+    /// # impl Handler for Count {
+    /// #     type Event = i64;
+    /// #     async fn handle(&mut self, _: &ProjectedEvent<i64>) -> Result<(), HandlerError> { self.0 += 1; Ok(()) }
+    /// # }
+    /// # let sink = || AtLeastOnce::new(MemoryOffsetStore::default(), Count(0));
+    /// # let builder = || Projection::builder("totals", "counter", MemoryEventLog::default(), SerdeJson, sink());
+    /// assert!(builder().build().is_ok());
+    /// let unnamed = Projection::builder("", "counter", MemoryEventLog::default(), SerdeJson, sink());
+    /// assert!(unnamed.build().is_err());
+    /// ```
     pub fn build(self) -> Result<Projection<L, B, S>, ProjectionError> {
         if self.name.is_empty() {
             return Err(ProjectionError::InvalidConfig {
@@ -331,6 +449,21 @@ where
     }
 
     /// The projection's name.
+    ///
+    /// ```
+    /// # use eventsourced::{MemoryEventLog, SerdeJson};
+    /// # use eventsourced_projection::{AtLeastOnce, Handler, HandlerError, MemoryOffsetStore, ProjectedEvent, Projection};
+    /// # struct Count(u64);
+    /// # impl Handler for Count {
+    /// #     type Event = i64;
+    /// #     async fn handle(&mut self, _: &ProjectedEvent<i64>) -> Result<(), HandlerError> { self.0 += 1; Ok(()) }
+    /// # }
+    /// # let sink = || AtLeastOnce::new(MemoryOffsetStore::default(), Count(0));
+    /// # let builder = || Projection::builder("totals", "counter", MemoryEventLog::default(), SerdeJson, sink());
+    /// let projection = builder().build().unwrap();
+    /// assert_eq!(projection.name(), "totals");
+    /// assert_eq!(projection.clone().name(), "totals"); // clones share the projection
+    /// ```
     pub fn name(&self) -> &str {
         &self.inner.config.name
     }
@@ -367,6 +500,46 @@ where
     /// first (offset deleted and the handler's `reset`, in one transaction
     /// where the sink is transactional), once the lease is held. No `run` or
     /// `stop` of another handle comes in between.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use eventsourced::{Binarize, EventLog, MemoryEventLog, SeqNo, SerdeJson};
+    /// use eventsourced_projection::{
+    ///     AtLeastOnce, Handler, HandlerError, MemoryOffsetStore, ProjectedEvent, Projection,
+    /// };
+    /// use std::{sync::{Arc, Mutex}, time::Duration};
+    ///
+    /// #[derive(Clone, Default)]
+    /// struct Seen(Arc<Mutex<Vec<i64>>>);
+    /// impl Handler for Seen {
+    ///     type Event = i64;
+    ///     async fn handle(&mut self, e: &ProjectedEvent<i64>) -> Result<(), HandlerError> {
+    ///         self.0.lock().unwrap().push(e.event);
+    ///         Ok(())
+    ///     }
+    ///     async fn reset(&mut self) -> Result<(), HandlerError> {
+    ///         self.0.lock().unwrap().clear();
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let log = MemoryEventLog::default();
+    /// let events = [SerdeJson.encode(&1i64).unwrap(), SerdeJson.encode(&2i64).unwrap()];
+    /// log.append("counter", "a", SeqNo::ZERO, &events).await.unwrap();
+    /// let seen = Seen::default();
+    /// let sink = AtLeastOnce::new(MemoryOffsetStore::default(), seen.clone());
+    /// let projection = Projection::builder("seen", "counter", log, SerdeJson, sink).build().unwrap();
+    /// projection.run().await;
+    /// projection.wait_for(|s| s.handled == 2, Duration::from_secs(5)).await.unwrap();
+    ///
+    /// projection.rebuild().await; // reset, then every event again
+    /// projection.wait_for(|s| s.handled == 4, Duration::from_secs(5)).await.unwrap();
+    /// assert_eq!(*seen.0.lock().unwrap(), [1, 2]);
+    /// projection.stop().await;
+    /// assert!(!projection.state().await.running);
+    /// # }
+    /// ```
     pub async fn rebuild(&self) {
         let mut control = self.inner.control.lock().await;
         Self::stop_locked(&mut control).await;
