@@ -4,6 +4,23 @@ use eventsourced::{BinarizeError, EventLogError, Position, SeqNo, event_log::Box
 use std::fmt;
 
 /// What can go wrong when running a projection.
+///
+/// ```
+/// use eventsourced::{MemoryEventLog, SerdeJson};
+/// use eventsourced_projection::{AtLeastOnce, MemoryOffsetStore, Projection, ProjectionError};
+/// # use eventsourced_projection::{Handler, HandlerError, ProjectedEvent};
+/// # struct Noop;
+/// # impl Handler for Noop {
+/// #     type Event = i64;
+/// #     async fn handle(&mut self, _: &ProjectedEvent<i64>) -> Result<(), HandlerError> { Ok(()) }
+/// # }
+///
+/// let sink = AtLeastOnce::new(MemoryOffsetStore::default(), Noop);
+/// let error = Projection::builder("totals", "", MemoryEventLog::default(), SerdeJson, sink)
+///     .build()
+///     .unwrap_err();
+/// assert!(matches!(error, ProjectionError::InvalidConfig { what: "type_name", .. }));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProjectionError {
@@ -109,6 +126,13 @@ pub enum ProjectionError {
 
 impl ProjectionError {
     /// Wraps an offset store backend error.
+    ///
+    /// ```
+    /// use eventsourced_projection::ProjectionError;
+    ///
+    /// let error = ProjectionError::offset_store("redis", "load an offset", "connection refused");
+    /// assert_eq!(error.to_string(), "redis offset store failed to load an offset: connection refused");
+    /// ```
     pub fn offset_store(
         backend: &'static str,
         operation: &'static str,
@@ -135,11 +159,26 @@ pub struct HandlerError(BoxError);
 
 impl HandlerError {
     /// A handler error with a message.
+    ///
+    /// ```
+    /// use eventsourced_projection::HandlerError;
+    ///
+    /// let error = HandlerError::msg(format_args!("total {} below zero", -3));
+    /// assert_eq!(error.to_string(), "total -3 below zero");
+    /// ```
     pub fn msg(message: impl fmt::Display) -> Self {
         HandlerError(message.to_string().into())
     }
 
     /// The underlying error.
+    ///
+    /// ```
+    /// use eventsourced_projection::HandlerError;
+    ///
+    /// let error: HandlerError = std::io::Error::other("disk full").into();
+    /// let io = error.into_inner().downcast::<std::io::Error>().unwrap();
+    /// assert_eq!(io.kind(), std::io::ErrorKind::Other);
+    /// ```
     pub fn into_inner(self) -> BoxError {
         self.0
     }

@@ -20,6 +20,20 @@ use tokio::sync::Notify;
 /// [`LeaseGuard`] holds it until dropped and tells when it is lost (e.g. the
 /// database connection holding it broke); the projection then stops handling
 /// and waits to acquire it again.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use eventsourced_projection::{InProcessLease, Lease};
+/// use futures::FutureExt;
+///
+/// let lease = InProcessLease::default();
+/// let guard = lease.acquire("totals").await.unwrap();
+/// assert!(lease.acquire("totals").now_or_never().is_none(), "held: a second acquire waits");
+/// guard.release().await;
+/// assert!(lease.acquire("totals").now_or_never().is_some());
+/// # }
+/// ```
 pub trait Lease: Send + Sync + fmt::Debug + 'static {
     /// Waits for and takes the lease of the projection `name`.
     fn acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<LeaseGuard, ProjectionError>>;
@@ -42,6 +56,20 @@ pub trait Lease: Send + Sync + fmt::Debug + 'static {
 
 /// A held lease: released by [`release`](LeaseGuard::release), which the
 /// projection awaits before `stop()` returns, or when dropped.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use eventsourced_projection::{InProcessLease, Lease};
+/// use futures::FutureExt;
+///
+/// let lease = InProcessLease::default();
+/// let mut guard = lease.acquire("totals").await.unwrap();
+/// assert!(guard.lost().now_or_never().is_none(), "an in-process lease is never lost");
+/// drop(guard); // released
+/// assert!(lease.acquire("totals").now_or_never().is_some());
+/// # }
+/// ```
 pub struct LeaseGuard {
     lost: Fuse<BoxFuture<'static, String>>,
     hold: Held,
@@ -61,6 +89,20 @@ enum Held {
 impl LeaseGuard {
     /// A guard that keeps `hold` alive while held (dropping it releases the
     /// lease) and that is lost when `lost` completes with the reason.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use eventsourced_projection::LeaseGuard;
+    /// use std::sync::Arc;
+    ///
+    /// let hold = Arc::new(()); // stands for a connection holding a lock
+    /// let guard = LeaseGuard::new(hold.clone(), futures::future::pending());
+    /// assert_eq!(Arc::strong_count(&hold), 2);
+    /// guard.release().await;
+    /// assert_eq!(Arc::strong_count(&hold), 1);
+    /// # }
+    /// ```
     pub fn new(
         hold: impl Any + Send + Sync,
         lost: impl Future<Output = String> + Send + 'static,
@@ -105,6 +147,19 @@ impl LeaseGuard {
     }
 
     /// Gives the lease up, and returns once other instances can take it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use eventsourced_projection::{InProcessLease, Lease};
+    /// use futures::FutureExt;
+    ///
+    /// let lease = InProcessLease::default();
+    /// let guard = lease.acquire("totals").await.unwrap();
+    /// guard.release().await;
+    /// assert!(lease.acquire("totals").now_or_never().is_some());
+    /// # }
+    /// ```
     pub async fn release(self) {
         match self.hold {
             Held::Dropped(hold) => drop(hold),
@@ -114,6 +169,18 @@ impl LeaseGuard {
 
     /// Completes with the reason when the lease is lost (and never completes
     /// again after that).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use eventsourced_projection::LeaseGuard;
+    /// use futures::FutureExt;
+    ///
+    /// let mut guard = LeaseGuard::new((), async { "connection closed".to_owned() });
+    /// assert_eq!(guard.lost().await, "connection closed");
+    /// assert!(guard.lost().now_or_never().is_none());
+    /// # }
+    /// ```
     pub async fn lost(&mut self) -> String {
         (&mut self.lost).await
     }
@@ -129,6 +196,19 @@ impl fmt::Debug for LeaseGuard {
 /// same `InProcessLease`) waits until the first stops. It does not coordinate
 /// processes: use `PostgresLease` for that. [`InProcessLease::global`] is the
 /// default of every projection.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use eventsourced_projection::{InProcessLease, Lease};
+/// use futures::FutureExt;
+///
+/// let lease = InProcessLease::default();
+/// let _held = lease.acquire("totals").await.unwrap();
+/// assert!(lease.clone().acquire("totals").now_or_never().is_none(), "clones share");
+/// assert!(InProcessLease::default().acquire("totals").now_or_never().is_some(), "others do not");
+/// # }
+/// ```
 #[derive(Clone, Default)]
 pub struct InProcessLease {
     shared: Arc<Shared>,
@@ -151,6 +231,17 @@ impl Shared {
 
 impl InProcessLease {
     /// The process-wide lease that projections use unless told otherwise.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use eventsourced_projection::{InProcessLease, Lease};
+    /// use futures::FutureExt;
+    ///
+    /// let _held = InProcessLease::global().acquire("global-doc").await.unwrap();
+    /// assert!(InProcessLease::global().acquire("global-doc").now_or_never().is_none());
+    /// # }
+    /// ```
     pub fn global() -> Self {
         static GLOBAL: OnceLock<InProcessLease> = OnceLock::new();
         GLOBAL.get_or_init(InProcessLease::default).clone()

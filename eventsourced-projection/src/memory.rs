@@ -54,6 +54,23 @@ impl OffsetStore for MemoryOffsetStore {
 
 /// Lag for a [`MemoryEventLog`]: counts the events after the offset that its
 /// `events_by_type` yields without waiting.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # use eventsourced::{Binarize, EventLog, SeqNo, SerdeJson};
+/// use eventsourced::{MemoryEventLog, Position};
+/// use eventsourced_projection::{LagSource, MemoryLag};
+///
+/// let log = MemoryEventLog::default();
+/// # let e = SerdeJson.encode(&1i64).unwrap();
+/// # log.append("counter", "a", SeqNo::ZERO, &[e.clone(), e.clone(), e]).await.unwrap();
+/// // ... three events of type "counter" appended ...
+/// let lag = MemoryLag(log);
+/// assert_eq!(lag.events_after("counter", None).await.unwrap(), 3);
+/// assert_eq!(lag.events_after("counter", Some(Position::new(2))).await.unwrap(), 1);
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct MemoryLag(pub MemoryEventLog);
 

@@ -1,4 +1,15 @@
 //! Lag of projections over the NATS JetStream log (`eventsourced-nats`).
+//!
+//! ```no_run
+//! # async fn f(log: eventsourced_nats::NatsEventLog) {
+//! use eventsourced_projection::{LagSource, nats::NatsLag};
+//!
+//! // `log`: a NatsEventLog connected to a NATS server.
+//! let lag = NatsLag::for_log(&log);
+//! let behind = lag.events_after("counter", None).await.unwrap();
+//! println!("{behind} counter events to project");
+//! # }
+//! ```
 
 use crate::LagSource;
 use async_nats::jetstream::{
@@ -72,6 +83,17 @@ impl fmt::Debug for NatsLag {
 
 impl NatsLag {
     /// Lag of projections over `log`, on its connection.
+    ///
+    /// ```no_run
+    /// # async fn f(log: eventsourced_nats::NatsEventLog) {
+    /// use eventsourced_projection::{LagSource, nats::NatsLag};
+    ///
+    /// // `log`: a NatsEventLog connected to a NATS server.
+    /// let lag = NatsLag::for_log(&log);
+    /// let behind = lag.events_after("counter", None).await.unwrap();
+    /// println!("{behind} counter events to project");
+    /// # }
+    /// ```
     pub fn for_log(log: &NatsEventLog) -> Self {
         NatsLag { log: log.clone() }
     }

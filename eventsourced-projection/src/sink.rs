@@ -11,6 +11,25 @@ use eventsourced::Position;
 use std::{future::Future, ops::Range, sync::Arc};
 
 /// Whether a read model sees each event exactly once or at least once.
+///
+/// ```
+/// # use eventsourced::{Position, SeqNo};
+/// # use eventsourced_projection::*;
+/// # use std::sync::Arc;
+/// # let event = |n: u64| ProjectedEvent { position: Position::new(n), id: "a".to_owned(), seq_no: SeqNo::new(n), event: n as i64 };
+/// # #[derive(Default)]
+/// # struct Count(usize);
+/// # impl Handler for Count {
+/// #     type Event = i64;
+/// #     async fn handle(&mut self, e: &ProjectedEvent<i64>) -> Result<(), HandlerError> {
+/// #         if e.event == 2 { return Err(HandlerError::msg("two")); }
+/// #         self.0 += 1;
+/// #         Ok(())
+/// #     }
+/// # }
+/// let sink = AtLeastOnce::new(MemoryOffsetStore::default(), Count::default());
+/// assert_eq!(sink.delivery(), Delivery::AtLeastOnce);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
     /// Read-model writes and the offset commit in one transaction.
@@ -21,6 +40,28 @@ pub enum Delivery {
 }
 
 /// A group of events handled together, then committed with `offset`.
+///
+/// ```
+/// # use eventsourced::{Position, SeqNo};
+/// # use eventsourced_projection::*;
+/// # use std::sync::Arc;
+/// # let event = |n: u64| ProjectedEvent { position: Position::new(n), id: "a".to_owned(), seq_no: SeqNo::new(n), event: n as i64 };
+/// # #[derive(Default)]
+/// # struct Count(usize);
+/// # impl Handler for Count {
+/// #     type Event = i64;
+/// #     async fn handle(&mut self, e: &ProjectedEvent<i64>) -> Result<(), HandlerError> {
+/// #         if e.event == 2 { return Err(HandlerError::msg("two")); }
+/// #         self.0 += 1;
+/// #         Ok(())
+/// #     }
+/// # }
+/// let events: Arc<[ProjectedEvent<i64>]> = (1..=3).map(event).collect();
+/// let batch = Batch::new(events, 1..3, Position::new(3));
+/// let positions: Vec<u64> = batch.events().iter().map(|e| e.position.get()).collect();
+/// assert_eq!(positions, [2, 3]);
+/// assert_eq!(batch.offset(), Position::new(3));
+/// ```
 #[derive(Debug)]
 pub struct Batch<E> {
     pub(crate) events: Arc<[ProjectedEvent<E>]>,
@@ -31,6 +72,26 @@ pub struct Batch<E> {
 impl<E> Batch<E> {
     /// The events `events[range]`, to be committed with `offset` (for tests
     /// of sinks; the engine builds batches itself).
+    ///
+    /// ```
+    /// # use eventsourced::{Position, SeqNo};
+    /// # use eventsourced_projection::*;
+    /// # use std::sync::Arc;
+    /// # let event = |n: u64| ProjectedEvent { position: Position::new(n), id: "a".to_owned(), seq_no: SeqNo::new(n), event: n as i64 };
+    /// # #[derive(Default)]
+    /// # struct Count(usize);
+    /// # impl Handler for Count {
+    /// #     type Event = i64;
+    /// #     async fn handle(&mut self, e: &ProjectedEvent<i64>) -> Result<(), HandlerError> {
+    /// #         if e.event == 2 { return Err(HandlerError::msg("two")); }
+    /// #         self.0 += 1;
+    /// #         Ok(())
+    /// #     }
+    /// # }
+    /// let events: Arc<[ProjectedEvent<i64>]> = (1..=3).map(event).collect();
+    /// let batch = Batch::new(events, 0..3, Position::new(3));
+    /// assert_eq!(batch.events().len(), 3);
+    /// ```
     pub fn new(events: Arc<[ProjectedEvent<E>]>, range: Range<usize>, offset: Position) -> Self {
         Batch {
             events,
@@ -41,24 +102,92 @@ impl<E> Batch<E> {
 
     /// The events to handle, in order (empty when an event is skipped: then
     /// only the offset moves).
+    ///
+    /// ```
+    /// # use eventsourced::{Position, SeqNo};
+    /// # use eventsourced_projection::*;
+    /// # use std::sync::Arc;
+    /// # let event = |n: u64| ProjectedEvent { position: Position::new(n), id: "a".to_owned(), seq_no: SeqNo::new(n), event: n as i64 };
+    /// # #[derive(Default)]
+    /// # struct Count(usize);
+    /// # impl Handler for Count {
+    /// #     type Event = i64;
+    /// #     async fn handle(&mut self, e: &ProjectedEvent<i64>) -> Result<(), HandlerError> {
+    /// #         if e.event == 2 { return Err(HandlerError::msg("two")); }
+    /// #         self.0 += 1;
+    /// #         Ok(())
+    /// #     }
+    /// # }
+    /// let events: Arc<[ProjectedEvent<i64>]> = (1..=3).map(event).collect();
+    /// assert_eq!(Batch::new(events.clone(), 0..2, Position::new(2)).events()[1].event, 2);
+    /// // A skipped event: no events, only the offset.
+    /// assert!(Batch::new(events, 0..0, Position::new(3)).events().is_empty());
+    /// ```
     pub fn events(&self) -> &[ProjectedEvent<E>] {
         self.events.get(self.range.clone()).unwrap_or(&[])
     }
 
     /// The offset to store with the handler's work: the position of the last
     /// event of the batch (or of the skipped event).
+    ///
+    /// ```
+    /// # use eventsourced::{Position, SeqNo};
+    /// # use eventsourced_projection::*;
+    /// # use std::sync::Arc;
+    /// # let event = |n: u64| ProjectedEvent { position: Position::new(n), id: "a".to_owned(), seq_no: SeqNo::new(n), event: n as i64 };
+    /// # #[derive(Default)]
+    /// # struct Count(usize);
+    /// # impl Handler for Count {
+    /// #     type Event = i64;
+    /// #     async fn handle(&mut self, e: &ProjectedEvent<i64>) -> Result<(), HandlerError> {
+    /// #         if e.event == 2 { return Err(HandlerError::msg("two")); }
+    /// #         self.0 += 1;
+    /// #         Ok(())
+    /// #     }
+    /// # }
+    /// let events: Arc<[ProjectedEvent<i64>]> = (1..=3).map(event).collect();
+    /// let batch = Batch::new(events, 0..2, Position::new(2));
+    /// assert_eq!(batch.offset(), batch.events().last().unwrap().position);
+    /// ```
     pub fn offset(&self) -> Position {
         self.offset
     }
 
     /// The events, shared, with the range of this batch (for sinks that move
     /// the work to another thread).
+    ///
+    /// ```
+    /// # use eventsourced::{Position, SeqNo};
+    /// # use eventsourced_projection::*;
+    /// # use std::sync::Arc;
+    /// # let event = |n: u64| ProjectedEvent { position: Position::new(n), id: "a".to_owned(), seq_no: SeqNo::new(n), event: n as i64 };
+    /// # #[derive(Default)]
+    /// # struct Count(usize);
+    /// # impl Handler for Count {
+    /// #     type Event = i64;
+    /// #     async fn handle(&mut self, e: &ProjectedEvent<i64>) -> Result<(), HandlerError> {
+    /// #         if e.event == 2 { return Err(HandlerError::msg("two")); }
+    /// #         self.0 += 1;
+    /// #         Ok(())
+    /// #     }
+    /// # }
+    /// let events: Arc<[ProjectedEvent<i64>]> = (1..=3).map(event).collect();
+    /// let (all, range) = Batch::new(events, 1..3, Position::new(3)).shared();
+    /// assert_eq!((all.len(), range), (3, 1..3));
+    /// ```
     pub fn shared(&self) -> (Arc<[ProjectedEvent<E>]>, Range<usize>) {
         (self.events.clone(), self.range.clone())
     }
 }
 
 /// Why a batch was not (fully) committed.
+///
+/// ```
+/// use eventsourced_projection::{BatchError, ProjectionError};
+///
+/// let error: BatchError = ProjectionError::offset_store("memory", "store an offset", "disk full").into();
+/// assert!(matches!(error, BatchError::Store(ProjectionError::OffsetStore { backend: "memory", .. })));
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum BatchError {
@@ -89,6 +218,33 @@ impl From<ProjectionError> for BatchError {
 /// of events. A sink that stores offsets with a check ("the stored offset is the
 /// one I committed last", see [`ProjectionError::OffsetConflict`]) fences off a
 /// second instance that runs without the lease.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # use eventsourced::{Position, SeqNo};
+/// # use eventsourced_projection::*;
+/// # use std::sync::Arc;
+/// # let event = |n: u64| ProjectedEvent { position: Position::new(n), id: "a".to_owned(), seq_no: SeqNo::new(n), event: n as i64 };
+/// # #[derive(Default)]
+/// # struct Count(usize);
+/// # impl Handler for Count {
+/// #     type Event = i64;
+/// #     async fn handle(&mut self, e: &ProjectedEvent<i64>) -> Result<(), HandlerError> {
+/// #         if e.event == 2 { return Err(HandlerError::msg("two")); }
+/// #         self.0 += 1;
+/// #         Ok(())
+/// #     }
+/// # }
+/// let mut sink = AtLeastOnce::new(MemoryOffsetStore::default(), Count::default());
+/// assert_eq!(sink.load_offset("totals").await.unwrap(), None);
+/// let events: Arc<[ProjectedEvent<i64>]> = [event(1)].into();
+/// sink.handle_batch("totals", Batch::new(events, 0..1, Position::new(1))).await.unwrap();
+/// assert_eq!(sink.load_offset("totals").await.unwrap(), Some(Position::new(1)));
+/// sink.reset("totals").await.unwrap();
+/// assert_eq!(sink.load_offset("totals").await.unwrap(), None);
+/// # }
+/// ```
 pub trait ProjectionSink: Send + 'static {
     /// The decoded event type.
     type Event: Send + Sync + 'static;
@@ -152,6 +308,19 @@ pub trait Handler: Send + 'static {
 }
 
 /// Stores offsets on their own, without a handler transaction.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), eventsourced_projection::ProjectionError> {
+/// use eventsourced::Position;
+/// use eventsourced_projection::{MemoryOffsetStore, OffsetStore};
+///
+/// let store = MemoryOffsetStore::default();
+/// store.save("totals", Position::new(3)).await?;
+/// store.delete("totals").await?;
+/// assert_eq!(store.load("totals").await?, None);
+/// # Ok(()) }
+/// ```
 pub trait OffsetStore: Send + Sync + 'static {
     /// The stored offset of `name`.
     fn load(
@@ -174,6 +343,32 @@ pub trait OffsetStore: Send + Sync + 'static {
 /// stored after each batch's handler work, so after a crash (or a lost lease)
 /// the events since the last stored offset are handled again; make the handler
 /// idempotent (e.g. keep the last seq_no per entity in the read model).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # use eventsourced::{Position, SeqNo};
+/// # use eventsourced_projection::*;
+/// # use std::sync::Arc;
+/// # let event = |n: u64| ProjectedEvent { position: Position::new(n), id: "a".to_owned(), seq_no: SeqNo::new(n), event: n as i64 };
+/// # #[derive(Default)]
+/// # struct Count(usize);
+/// # impl Handler for Count {
+/// #     type Event = i64;
+/// #     async fn handle(&mut self, e: &ProjectedEvent<i64>) -> Result<(), HandlerError> {
+/// #         if e.event == 2 { return Err(HandlerError::msg("two")); }
+/// #         self.0 += 1;
+/// #         Ok(())
+/// #     }
+/// # }
+/// // The handler fails on the event 2: event 1 is committed before it.
+/// let mut sink = AtLeastOnce::new(MemoryOffsetStore::default(), Count::default());
+/// let events: Arc<[ProjectedEvent<i64>]> = (1..=3).map(event).collect();
+/// let result = sink.handle_batch("totals", Batch::new(events, 0..3, Position::new(3))).await;
+/// assert!(matches!(result, Err(BatchError::Handler { index: 1, committed_before: true, .. })));
+/// assert_eq!(sink.load_offset("totals").await.unwrap(), Some(Position::new(1)));
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct AtLeastOnce<S, H> {
     store: S,
@@ -182,11 +377,60 @@ pub struct AtLeastOnce<S, H> {
 
 impl<S: OffsetStore, H: Handler> AtLeastOnce<S, H> {
     /// A sink storing offsets in `store` after `handler` handled a batch.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use eventsourced::{Position, SeqNo};
+    /// # use eventsourced_projection::*;
+    /// # use std::sync::Arc;
+    /// # let event = |n: u64| ProjectedEvent { position: Position::new(n), id: "a".to_owned(), seq_no: SeqNo::new(n), event: n as i64 };
+    /// # #[derive(Default)]
+    /// # struct Count(usize);
+    /// # impl Handler for Count {
+    /// #     type Event = i64;
+    /// #     async fn handle(&mut self, e: &ProjectedEvent<i64>) -> Result<(), HandlerError> {
+    /// #         if e.event == 2 { return Err(HandlerError::msg("two")); }
+    /// #         self.0 += 1;
+    /// #         Ok(())
+    /// #     }
+    /// # }
+    /// let store = MemoryOffsetStore::default();
+    /// let mut sink = AtLeastOnce::new(store.clone(), Count::default());
+    /// let events: Arc<[ProjectedEvent<i64>]> = [event(1)].into();
+    /// sink.handle_batch("totals", Batch::new(events, 0..1, Position::new(1))).await.unwrap();
+    /// assert_eq!(store.load("totals").await.unwrap(), Some(Position::new(1)));
+    /// # }
+    /// ```
     pub fn new(store: S, handler: H) -> Self {
         AtLeastOnce { store, handler }
     }
 
     /// The handler, e.g. to read an in-memory read model.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use eventsourced::{Position, SeqNo};
+    /// # use eventsourced_projection::*;
+    /// # use std::sync::Arc;
+    /// # let event = |n: u64| ProjectedEvent { position: Position::new(n), id: "a".to_owned(), seq_no: SeqNo::new(n), event: n as i64 };
+    /// # #[derive(Default)]
+    /// # struct Count(usize);
+    /// # impl Handler for Count {
+    /// #     type Event = i64;
+    /// #     async fn handle(&mut self, e: &ProjectedEvent<i64>) -> Result<(), HandlerError> {
+    /// #         if e.event == 2 { return Err(HandlerError::msg("two")); }
+    /// #         self.0 += 1;
+    /// #         Ok(())
+    /// #     }
+    /// # }
+    /// let mut sink = AtLeastOnce::new(MemoryOffsetStore::default(), Count::default());
+    /// let events: Arc<[ProjectedEvent<i64>]> = [event(1), event(3)].into();
+    /// sink.handle_batch("totals", Batch::new(events, 0..2, Position::new(3))).await.unwrap();
+    /// assert_eq!(sink.handler().0, 2);
+    /// # }
+    /// ```
     pub fn handler(&self) -> &H {
         &self.handler
     }

@@ -57,6 +57,16 @@ impl From<StrictStrategy> for ErrorStrategy {
 
 /// Retries with exponential backoff: `min_backoff`, doubled after each
 /// attempt, at most `max_backoff`.
+///
+/// ```
+/// use eventsourced_projection::{Exhausted, RetryPolicy};
+/// use std::time::Duration;
+///
+/// let policy = RetryPolicy::default();
+/// assert_eq!((policy.max_retries, policy.then), (5, Exhausted::Stop));
+/// assert_eq!(policy.min_backoff, Duration::from_millis(100));
+/// assert_eq!(policy.max_backoff, Duration::from_secs(10));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RetryPolicy {
@@ -98,6 +108,14 @@ impl Default for RetryPolicy {
 }
 
 /// What to do when the retries of a [`RetryPolicy`] are used up.
+///
+/// ```
+/// use eventsourced_projection::{Exhausted, RetryPolicy};
+///
+/// let policy: RetryPolicy = serde_json::from_str(r#"{ "then": "skip" }"#).unwrap();
+/// assert_eq!(policy.then, Exhausted::Skip);
+/// assert_eq!(Exhausted::default(), Exhausted::Stop);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Exhausted {
@@ -118,6 +136,15 @@ pub(crate) enum Decision {
 
 impl RetryPolicy {
     /// The wait before retry number `retry` (1-based).
+    ///
+    /// ```
+    /// use eventsourced_projection::RetryPolicy;
+    /// use std::time::Duration;
+    ///
+    /// let policy = RetryPolicy { max_backoff: Duration::from_millis(500), ..RetryPolicy::default() };
+    /// let waits: Vec<u128> = (1..=5).map(|r| policy.backoff(r).as_millis()).collect();
+    /// assert_eq!(waits, [100, 200, 400, 500, 500]);
+    /// ```
     pub fn backoff(&self, retry: u32) -> Duration {
         let factor = 2u32.saturating_pow(retry.saturating_sub(1));
         self.min_backoff

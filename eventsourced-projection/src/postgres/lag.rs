@@ -35,6 +35,32 @@ impl fmt::Debug for PostgresLag {
 
 impl PostgresLag {
     /// Lag of projections over `log`: counts its events table, on its pool.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use deadpool_postgres::{Manager, Pool};
+    /// # use eventsourced_projection::postgres::tokio_postgres::NoTls;
+    /// # let url = std::env::var("DATABASE_URL")
+    /// #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    /// # let pool = Pool::builder(Manager::new(url.parse().unwrap(), NoTls)).max_size(2).build().unwrap();
+    /// # let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    /// # let schema = format!("doc_lag_{}_{nanos}", std::process::id());
+    /// # let mut config = eventsourced_postgres::PostgresConfig::from_url(&url).unwrap();
+    /// # config.schema = schema.clone();
+    /// # let log = eventsourced_postgres::PostgresEventLog::new(config).await.unwrap();
+    /// # log.setup().await.unwrap();
+    /// # use eventsourced::{Binarize, EventLog, SeqNo, SerdeJson};
+    /// # let e = SerdeJson.encode(&1i64).unwrap();
+    /// use eventsourced_projection::{LagSource, postgres::PostgresLag};
+    ///
+    /// // `log`: a PostgresEventLog.
+    /// log.append("counter", "a", SeqNo::ZERO, &[e.clone(), e]).await.unwrap();
+    /// let lag = PostgresLag::for_log(&log);
+    /// assert_eq!(lag.events_after("counter", None).await.unwrap(), 2);
+    /// # pool.get().await.unwrap().batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.unwrap();
+    /// # }
+    /// ```
     pub fn for_log(log: &eventsourced_postgres::PostgresEventLog) -> Self {
         Self::with_query(
             log.pool().clone(),
@@ -46,6 +72,27 @@ impl PostgresLag {
     }
 
     /// Lag from `query` run on `pool`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use deadpool_postgres::{Manager, Pool};
+    /// # use eventsourced_projection::postgres::tokio_postgres::NoTls;
+    /// # let url = std::env::var("DATABASE_URL")
+    /// #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    /// # let pool = Pool::builder(Manager::new(url.parse().unwrap(), NoTls)).max_size(2).build().unwrap();
+    /// # let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    /// # let schema = format!("doc_lagq_{}_{nanos}", std::process::id());
+    /// use eventsourced::Position;
+    /// use eventsourced_projection::{LagSource, postgres::PostgresLag};
+    ///
+    /// // A stand-in for an events table: three events at positions 1, 2, 3.
+    /// let query = "SELECT count(*) FROM (VALUES (1::bigint), (2), (3)) AS e(p) WHERE $1::text = 'counter' AND p > $2";
+    /// let lag = PostgresLag::with_query(pool.clone(), query);
+    /// assert_eq!(lag.events_after("counter", Some(Position::new(1))).await.unwrap(), 2);
+    /// # pool.get().await.unwrap().batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.unwrap();
+    /// # }
+    /// ```
     pub fn with_query(pool: Pool, query: impl Into<String>) -> Self {
         PostgresLag {
             pool,

@@ -58,6 +58,27 @@ impl fmt::Debug for PostgresLease {
 impl PostgresLease {
     /// A lease on the server of `config`; retries every 500 ms, checks every 1 s.
     /// Without a connect timeout in `config`, connecting gives up after 10 s.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use deadpool_postgres::{Manager, Pool};
+    /// # use eventsourced_projection::postgres::tokio_postgres::NoTls;
+    /// # let url = std::env::var("DATABASE_URL")
+    /// #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    /// # let pool = Pool::builder(Manager::new(url.parse().unwrap(), NoTls)).max_size(2).build().unwrap();
+    /// # let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    /// # let schema = format!("doc_leasenew_{}_{nanos}", std::process::id());
+    /// use eventsourced_projection::{Lease, postgres::PostgresLease};
+    ///
+    /// let lease = PostgresLease::new(url.parse().unwrap());
+    /// let guard = lease.acquire(&schema).await.unwrap();
+    /// guard.release().await;
+    /// let again = tokio::time::timeout(std::time::Duration::from_secs(10), lease.acquire(&schema)).await;
+    /// assert!(again.expect("free again").is_ok());
+    /// # pool.get().await.unwrap().batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.unwrap();
+    /// # }
+    /// ```
     pub fn new(mut config: tokio_postgres::Config) -> Self {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
@@ -72,6 +93,30 @@ impl PostgresLease {
     /// A lease on the server of `log`, with its connection settings (host,
     /// port, user, password, database, connect timeout, TLS) and an
     /// `application_name` of `<its application name>-lease`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use deadpool_postgres::{Manager, Pool};
+    /// # use eventsourced_projection::postgres::tokio_postgres::NoTls;
+    /// # let url = std::env::var("DATABASE_URL")
+    /// #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    /// # let pool = Pool::builder(Manager::new(url.parse().unwrap(), NoTls)).max_size(2).build().unwrap();
+    /// # let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    /// # let schema = format!("doc_leaselog_{}_{nanos}", std::process::id());
+    /// # let mut config = eventsourced_postgres::PostgresConfig::from_url(&url).unwrap();
+    /// # config.schema = schema.clone();
+    /// # let log = eventsourced_postgres::PostgresEventLog::new(config).await.unwrap();
+    /// # log.setup().await.unwrap();
+    /// use eventsourced_projection::{Lease, postgres::PostgresLease};
+    ///
+    /// // `log`: a PostgresEventLog; the lease connects to its server.
+    /// let lease = PostgresLease::for_log(&log);
+    /// let guard = lease.acquire(&schema).await.unwrap();
+    /// guard.release().await;
+    /// # log.pool().get().await.unwrap().batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.unwrap();
+    /// # }
+    /// ```
     pub fn for_log(log: &eventsourced_postgres::PostgresEventLog) -> Self {
         let mut config = log.config().clone();
         config.application_name = format!("{}-lease", config.application_name);
@@ -82,6 +127,14 @@ impl PostgresLease {
     }
 
     /// A lease on the server of a `postgres://` URL or key=value string.
+    ///
+    /// ```
+    /// use eventsourced_projection::{ProjectionError, postgres::PostgresLease};
+    ///
+    /// assert!(PostgresLease::from_url("host=127.0.0.1 user=postgres dbname=test").is_ok());
+    /// let error = PostgresLease::from_url("postgres://127.0.0.1:not-a-port/test").unwrap_err();
+    /// assert!(matches!(error, ProjectionError::InvalidConfig { .. }));
+    /// ```
     pub fn from_url(url: &str) -> Result<Self, ProjectionError> {
         let config =
             url.parse::<tokio_postgres::Config>()
@@ -93,18 +146,43 @@ impl PostgresLease {
     }
 
     /// How often a waiting instance tries to take the lock.
+    ///
+    /// ```
+    /// use eventsourced_projection::postgres::PostgresLease;
+    /// use std::time::Duration;
+    ///
+    /// let lease = PostgresLease::from_url("postgres://postgres@127.0.0.1/test").unwrap();
+    /// let lease = lease.retry_interval(Duration::from_millis(200));
+    /// assert!(format!("{lease:?}").contains("retry_interval: 200ms"));
+    /// ```
     pub fn retry_interval(mut self, d: Duration) -> Self {
         self.retry_interval = d;
         self
     }
 
     /// How often the holder checks its connection.
+    ///
+    /// ```
+    /// use eventsourced_projection::postgres::PostgresLease;
+    /// use std::time::Duration;
+    ///
+    /// let lease = PostgresLease::from_url("postgres://postgres@127.0.0.1/test").unwrap();
+    /// let lease = lease.check_interval(Duration::from_secs(3));
+    /// assert!(format!("{lease:?}").contains("check_interval: 3s"));
+    /// ```
     pub fn check_interval(mut self, d: Duration) -> Self {
         self.check_interval = d;
         self
     }
 
     /// The advisory lock key of the projection `name`.
+    ///
+    /// ```
+    /// use eventsourced_projection::postgres::PostgresLease;
+    ///
+    /// assert_eq!(PostgresLease::key("totals"), PostgresLease::key("totals"));
+    /// assert_ne!(PostgresLease::key("totals"), PostgresLease::key("balances"));
+    /// ```
     pub fn key(name: &str) -> i64 {
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
         for byte in "eventsourced-projection/".bytes().chain(name.bytes()) {

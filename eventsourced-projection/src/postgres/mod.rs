@@ -1,5 +1,26 @@
 //! PostgreSQL: offsets, exactly-once handlers and an advisory-lock lease
 //! (cargo feature `postgres`).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! # use deadpool_postgres::{Manager, Pool};
+//! # use eventsourced_projection::postgres::tokio_postgres::NoTls;
+//! # let url = std::env::var("DATABASE_URL")
+//! #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+//! # let pool = Pool::builder(Manager::new(url.parse().unwrap(), NoTls)).max_size(2).build().unwrap();
+//! # let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+//! # let schema = format!("doc_mod_{}_{nanos}", std::process::id());
+//! use eventsourced::Position;
+//! use eventsourced_projection::{OffsetStore, postgres::PostgresOffsetStore};
+//!
+//! let store = PostgresOffsetStore::new(pool.clone(), &schema).unwrap();
+//! store.setup().await.unwrap();
+//! store.save("totals", Position::new(8)).await.unwrap();
+//! assert_eq!(store.load("totals").await.unwrap(), Some(Position::new(8)));
+//! # pool.get().await.unwrap().batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.unwrap();
+//! # }
+//! ```
 
 mod lag;
 mod lease;

@@ -41,6 +41,27 @@ fn position_column(n: i64) -> Result<Position, ProjectionError> {
 /// On its own (as an [`OffsetStore`] in an [`AtLeastOnce`](crate::AtLeastOnce)
 /// sink) it is at least once; with [`exactly_once`](Self::exactly_once) the
 /// handler writes in the transaction that stores the offset.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # use deadpool_postgres::{Manager, Pool};
+/// # use eventsourced_projection::postgres::tokio_postgres::NoTls;
+/// # let url = std::env::var("DATABASE_URL")
+/// #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+/// # let pool = Pool::builder(Manager::new(url.parse().unwrap(), NoTls)).max_size(2).build().unwrap();
+/// # let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+/// # let schema = format!("doc_store_{}_{nanos}", std::process::id());
+/// use eventsourced::Position;
+/// use eventsourced_projection::{OffsetStore, postgres::PostgresOffsetStore};
+///
+/// let store = PostgresOffsetStore::new(pool.clone(), &schema).unwrap();
+/// store.setup().await.unwrap();
+/// store.save("totals", Position::new(5)).await.unwrap();
+/// assert_eq!(store.load("totals").await.unwrap(), Some(Position::new(5)));
+/// # pool.get().await.unwrap().batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.unwrap();
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct PostgresOffsetStore {
     pool: Pool,
@@ -60,6 +81,16 @@ impl PostgresOffsetStore {
     /// An offset store in `schema` (a plain identifier, e.g. `"public"`) using
     /// `pool`, e.g. the pool of the PostgreSQL event log. Call
     /// [`setup`](Self::setup) once to create the table.
+    ///
+    /// ```
+    /// use deadpool_postgres::{Manager, Pool};
+    /// use eventsourced_projection::postgres::{PostgresOffsetStore, tokio_postgres::NoTls};
+    ///
+    /// let config = "postgres://postgres@127.0.0.1:5432/test".parse().unwrap();
+    /// let pool = Pool::builder(Manager::new(config, NoTls)).build().unwrap(); // connects lazily
+    /// assert!(PostgresOffsetStore::new(pool.clone(), "read_models").is_ok());
+    /// assert!(PostgresOffsetStore::new(pool, "read-models; --").is_err());
+    /// ```
     pub fn new(pool: Pool, schema: &str) -> Result<Self, ProjectionError> {
         validate_identifier("schema", schema)?;
         Ok(PostgresOffsetStore {
@@ -71,11 +102,59 @@ impl PostgresOffsetStore {
 
     /// An offset store in the schema of `log`, on its pool: read models can
     /// then live in the log's database. Call [`setup`](Self::setup) once.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use deadpool_postgres::{Manager, Pool};
+    /// # use eventsourced_projection::postgres::tokio_postgres::NoTls;
+    /// # let url = std::env::var("DATABASE_URL")
+    /// #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    /// # let pool = Pool::builder(Manager::new(url.parse().unwrap(), NoTls)).max_size(2).build().unwrap();
+    /// # let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    /// # let schema = format!("doc_forlog_{}_{nanos}", std::process::id());
+    /// # let mut config = eventsourced_postgres::PostgresConfig::from_url(&url).unwrap();
+    /// # config.schema = schema.clone();
+    /// # let log = eventsourced_postgres::PostgresEventLog::new(config).await.unwrap();
+    /// # log.setup().await.unwrap();
+    /// use eventsourced::Position;
+    /// use eventsourced_projection::{OffsetStore, postgres::PostgresOffsetStore};
+    ///
+    /// // `log`: a PostgresEventLog with its tables in `schema`.
+    /// let store = PostgresOffsetStore::for_log(&log).unwrap();
+    /// store.setup().await.unwrap();
+    /// store.save("totals", Position::new(1)).await.unwrap();
+    /// let client = log.pool().get().await.unwrap();
+    /// let sql = format!("SELECT count(*) FROM {schema}.projection_offsets");
+    /// assert_eq!(client.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0), 1);
+    /// # pool.get().await.unwrap().batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.unwrap();
+    /// # }
+    /// ```
     pub fn for_log(log: &eventsourced_postgres::PostgresEventLog) -> Result<Self, ProjectionError> {
         Self::new(log.pool().clone(), log.tables().schema())
     }
 
     /// Creates the schema and the offsets table if they do not exist.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use deadpool_postgres::{Manager, Pool};
+    /// # use eventsourced_projection::postgres::tokio_postgres::NoTls;
+    /// # let url = std::env::var("DATABASE_URL")
+    /// #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    /// # let pool = Pool::builder(Manager::new(url.parse().unwrap(), NoTls)).max_size(2).build().unwrap();
+    /// # let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    /// # let schema = format!("doc_setup_{}_{nanos}", std::process::id());
+    /// use eventsourced_projection::{OffsetStore, postgres::PostgresOffsetStore};
+    ///
+    /// let store = PostgresOffsetStore::new(pool.clone(), &schema).unwrap();
+    /// store.setup().await.unwrap();
+    /// store.setup().await.unwrap(); // again: nothing to do
+    /// assert_eq!(store.load("totals").await.unwrap(), None);
+    /// # pool.get().await.unwrap().batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.unwrap();
+    /// # }
+    /// ```
     pub async fn setup(&self) -> Result<(), ProjectionError> {
         let client = self.client().await?;
         let sql = format!(
@@ -91,11 +170,51 @@ impl PostgresOffsetStore {
     }
 
     /// The pool, e.g. to query a read model.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use deadpool_postgres::{Manager, Pool};
+    /// # use eventsourced_projection::postgres::tokio_postgres::NoTls;
+    /// # let url = std::env::var("DATABASE_URL")
+    /// #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    /// # let pool = Pool::builder(Manager::new(url.parse().unwrap(), NoTls)).max_size(2).build().unwrap();
+    /// # let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    /// # let schema = format!("doc_pool_{}_{nanos}", std::process::id());
+    /// use eventsourced::Position;
+    /// use eventsourced_projection::{OffsetStore, postgres::PostgresOffsetStore};
+    ///
+    /// let store = PostgresOffsetStore::new(pool.clone(), &schema).unwrap();
+    /// store.setup().await.unwrap();
+    /// store.save("totals", Position::new(3)).await.unwrap();
+    /// let client = store.pool().get().await.unwrap();
+    /// let sql = format!("SELECT position FROM {schema}.projection_offsets WHERE name = 'totals'");
+    /// assert_eq!(client.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0), 3);
+    /// # pool.get().await.unwrap().batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.unwrap();
+    /// # }
+    /// ```
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
 
     /// A sink where `handler` writes in the offset's transaction: exactly once.
+    ///
+    /// ```
+    /// use deadpool_postgres::{Manager, Pool};
+    /// use eventsourced_projection::{Delivery, ProjectionSink};
+    /// use eventsourced_projection::postgres::{PostgresHandler, PostgresOffsetStore, tokio_postgres::NoTls};
+    /// # use eventsourced_projection::{HandlerError, ProjectedEvent, postgres::tokio_postgres::Transaction};
+    /// # struct Totals;
+    /// # impl PostgresHandler for Totals {
+    /// #     type Event = i64;
+    /// #     async fn handle(&mut self, _: &Transaction<'_>, _: &ProjectedEvent<i64>) -> Result<(), HandlerError> { Ok(()) }
+    /// # }
+    ///
+    /// let config = "postgres://postgres@127.0.0.1:5432/test".parse().unwrap();
+    /// let pool = Pool::builder(Manager::new(config, NoTls)).build().unwrap();
+    /// let sink = PostgresOffsetStore::new(pool, "public").unwrap().exactly_once(Totals);
+    /// assert_eq!(sink.delivery(), Delivery::ExactlyOnce);
+    /// ```
     pub fn exactly_once<H: PostgresHandler>(self, handler: H) -> PostgresExactlyOnce<H> {
         PostgresExactlyOnce {
             store: self,
@@ -208,6 +327,51 @@ pub trait PostgresHandler: Send + 'static {
 /// and its offset commit in one transaction. The offset update is checked
 /// against the offset this instance committed last, so an instance that lost
 /// its lease cannot commit over another one ([`ProjectionError::OffsetConflict`]).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # use deadpool_postgres::{Manager, Pool};
+/// # use eventsourced_projection::postgres::tokio_postgres::NoTls;
+/// # let url = std::env::var("DATABASE_URL")
+/// #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+/// # let pool = Pool::builder(Manager::new(url.parse().unwrap(), NoTls)).max_size(2).build().unwrap();
+/// # let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+/// # let schema = format!("doc_exactly_{}_{nanos}", std::process::id());
+/// # use eventsourced::{Binarize, EventLog, MemoryEventLog, SeqNo, SerdeJson};
+/// # use eventsourced_projection::{HandlerError, ProjectedEvent, Projection};
+/// # use eventsourced_projection::postgres::tokio_postgres::Transaction;
+/// # use std::time::Duration;
+/// use eventsourced_projection::postgres::{PostgresHandler, PostgresOffsetStore};
+/// # struct Totals(String);
+/// # impl PostgresHandler for Totals {
+/// #     type Event = i64;
+/// #     async fn handle(&mut self, tx: &Transaction<'_>, e: &ProjectedEvent<i64>) -> Result<(), HandlerError> {
+/// #         let sql = format!("INSERT INTO {}.totals VALUES ($1, $2) \
+/// #             ON CONFLICT (id) DO UPDATE SET total = totals.total + EXCLUDED.total", self.0);
+/// #         tx.execute(&sql, &[&e.id, &e.event]).await?;
+/// #         Ok(())
+/// #     }
+/// # }
+/// # let log = MemoryEventLog::default();
+/// # let events = [SerdeJson.encode(&2i64).unwrap(), SerdeJson.encode(&3i64).unwrap()];
+/// # log.append("counter", "a", SeqNo::ZERO, &events).await.unwrap();
+///
+/// // Totals adds each event to its entity's row in `<schema>.totals`; "a" has events 2 and 3.
+/// let store = PostgresOffsetStore::new(pool.clone(), &schema).unwrap();
+/// store.setup().await.unwrap();
+/// let client = pool.get().await.unwrap();
+/// client.batch_execute(&format!("CREATE TABLE {schema}.totals (id text PRIMARY KEY, total bigint)")).await.unwrap();
+/// let sink = store.exactly_once(Totals(schema.clone()));
+/// let projection = Projection::builder("pg-totals-doc", "counter", log, SerdeJson, sink).build().unwrap();
+/// projection.run().await;
+/// projection.wait_for(|s| s.handled == 2, Duration::from_secs(10)).await.expect("handled");
+/// projection.stop().await;
+/// let row = client.query_one(&format!("SELECT total FROM {schema}.totals WHERE id = 'a'"), &[]).await.unwrap();
+/// assert_eq!(row.get::<_, i64>(0), 5);
+/// # pool.get().await.unwrap().batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.unwrap();
+/// # }
+/// ```
 pub struct PostgresExactlyOnce<H> {
     store: PostgresOffsetStore,
     handler: H,
@@ -225,6 +389,22 @@ impl<H> fmt::Debug for PostgresExactlyOnce<H> {
 
 impl<H: PostgresHandler> PostgresExactlyOnce<H> {
     /// The handler.
+    ///
+    /// ```
+    /// use deadpool_postgres::{Manager, Pool};
+    /// use eventsourced_projection::postgres::{PostgresHandler, PostgresOffsetStore, tokio_postgres::NoTls};
+    /// # use eventsourced_projection::{HandlerError, ProjectedEvent, postgres::tokio_postgres::Transaction};
+    /// # struct Totals { table: &'static str }
+    /// # impl PostgresHandler for Totals {
+    /// #     type Event = i64;
+    /// #     async fn handle(&mut self, _: &Transaction<'_>, _: &ProjectedEvent<i64>) -> Result<(), HandlerError> { Ok(()) }
+    /// # }
+    ///
+    /// let config = "postgres://postgres@127.0.0.1:5432/test".parse().unwrap();
+    /// let pool = Pool::builder(Manager::new(config, NoTls)).build().unwrap();
+    /// let sink = PostgresOffsetStore::new(pool, "public").unwrap().exactly_once(Totals { table: "totals" });
+    /// assert_eq!(sink.handler().table, "totals");
+    /// ```
     pub fn handler(&self) -> &H {
         &self.handler
     }

@@ -26,6 +26,24 @@ use tracing::debug;
 /// before its row expires and another instance may take it.
 /// Expiry uses the system clock: all instances must run on one machine (or on
 /// synchronised clocks), which is what a SQLite file implies.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use eventsourced_projection::{Lease, sqlite::SqliteLease};
+/// use std::time::Duration;
+///
+/// let path = dir.path().join("leases.db");
+/// let (one, other) = (SqliteLease::new(&path), SqliteLease::new(&path));
+/// let guard = one.acquire("totals").await.unwrap();
+/// let waiting = tokio::time::timeout(Duration::from_millis(300), other.acquire("totals")).await;
+/// assert!(waiting.is_err(), "held by the first");
+/// guard.release().await;
+/// let taken = tokio::time::timeout(Duration::from_secs(10), other.acquire("totals")).await;
+/// assert!(taken.expect("taken over").is_ok());
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct SqliteLease {
     path: PathBuf,
@@ -35,6 +53,14 @@ pub struct SqliteLease {
 
 impl SqliteLease {
     /// A lease in the file at `path` (created if missing); ttl 5 s, retry every 250 ms.
+    ///
+    /// ```
+    /// use eventsourced_projection::{Lease, sqlite::SqliteLease};
+    ///
+    /// let lease = SqliteLease::new("leases.db"); // opens the file only to acquire
+    /// assert!(lease.check().is_ok());
+    /// assert!(format!("{lease:?}").contains("ttl: 5s"));
+    /// ```
     pub fn new(path: impl AsRef<Path>) -> Self {
         SqliteLease {
             path: path.as_ref().to_owned(),
@@ -44,12 +70,29 @@ impl SqliteLease {
     }
 
     /// How long the lease survives its holder without renewal.
+    ///
+    /// ```
+    /// use eventsourced_projection::{Lease, sqlite::SqliteLease};
+    /// use std::time::Duration;
+    ///
+    /// assert!(SqliteLease::new("leases.db").ttl(Duration::from_secs(30)).check().is_ok());
+    /// assert!(SqliteLease::new("leases.db").ttl(Duration::from_millis(5)).check().is_err());
+    /// ```
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
     }
 
     /// How often a waiting instance tries to take the lease.
+    ///
+    /// ```
+    /// use eventsourced_projection::{Lease, sqlite::SqliteLease};
+    /// use std::time::Duration;
+    ///
+    /// let lease = SqliteLease::new("leases.db").retry_interval(Duration::from_millis(100));
+    /// assert!(lease.check().is_ok());
+    /// assert!(SqliteLease::new("leases.db").retry_interval(Duration::ZERO).check().is_err());
+    /// ```
     pub fn retry_interval(mut self, d: Duration) -> Self {
         self.retry_interval = d;
         self

@@ -2,6 +2,19 @@
 //!
 //! SQLite work is blocking, so it runs on tokio's blocking threads and the
 //! handler is a plain (non-async) [`SqliteHandler`].
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! # let dir = tempfile::tempdir().unwrap();
+//! use eventsourced::Position;
+//! use eventsourced_projection::{OffsetStore, sqlite::SqliteOffsetStore};
+//!
+//! let store = SqliteOffsetStore::open(dir.path().join("read.db")).await.unwrap();
+//! store.save("totals", Position::new(4)).await.unwrap();
+//! assert_eq!(store.load("totals").await.unwrap(), Some(Position::new(4)));
+//! # }
+//! ```
 
 use crate::{
     Batch, BatchError, Delivery, HandlerError, OffsetStore, ProjectedEvent, ProjectionError,
@@ -66,6 +79,21 @@ fn load_offset(conn: &Connection, name: &str) -> Result<Option<Position>, Projec
 /// the transaction that stores the offset, in the same file. The file may be
 /// the one of the SQLite event log (`eventsourced-sqlite`): open the log
 /// first, since it refuses to adopt a file it did not create.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use eventsourced::Position;
+/// use eventsourced_projection::{OffsetStore, sqlite::SqliteOffsetStore};
+///
+/// let store = SqliteOffsetStore::open(dir.path().join("read.db")).await.unwrap();
+/// assert_eq!(store.load("totals").await.unwrap(), None);
+/// store.save("totals", Position::new(9)).await.unwrap();
+/// store.delete("totals").await.unwrap();
+/// assert_eq!(store.load("totals").await.unwrap(), None);
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct SqliteOffsetStore {
     conn: Arc<Mutex<Connection>>,
@@ -82,6 +110,21 @@ impl fmt::Debug for SqliteOffsetStore {
 
 impl SqliteOffsetStore {
     /// Opens (or creates) the file at `path` and the offsets table.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use eventsourced::Position;
+    /// use eventsourced_projection::{OffsetStore, sqlite::SqliteOffsetStore};
+    ///
+    /// let path = dir.path().join("read.db");
+    /// SqliteOffsetStore::open(&path).await.unwrap().save("totals", Position::new(2)).await.unwrap();
+    /// // Opened again, the file still holds the offset.
+    /// let store = SqliteOffsetStore::open(&path).await.unwrap();
+    /// assert_eq!(store.load("totals").await.unwrap(), Some(Position::new(2)));
+    /// # }
+    /// ```
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, ProjectionError> {
         let path = path.as_ref().to_owned();
         let open_path = path.clone();
@@ -107,11 +150,40 @@ impl SqliteOffsetStore {
     }
 
     /// The file.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use eventsourced_projection::sqlite::SqliteOffsetStore;
+    ///
+    /// let store = SqliteOffsetStore::open(dir.path().join("read.db")).await.unwrap();
+    /// assert_eq!(store.path(), dir.path().join("read.db"));
+    /// # }
+    /// ```
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// A sink where `handler` writes in the offset's transaction: exactly once.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use eventsourced_projection::{Delivery, ProjectionSink, sqlite::{SqliteHandler, SqliteOffsetStore}};
+    /// # use eventsourced_projection::{HandlerError, ProjectedEvent, sqlite::rusqlite::Transaction};
+    /// # struct Totals;
+    /// # impl SqliteHandler for Totals {
+    /// #     type Event = i64;
+    /// #     fn handle(&mut self, _: &Transaction<'_>, _: &ProjectedEvent<i64>) -> Result<(), HandlerError> { Ok(()) }
+    /// # }
+    ///
+    /// let store = SqliteOffsetStore::open(dir.path().join("read.db")).await.unwrap();
+    /// let sink = store.exactly_once(Totals); // Totals: a SqliteHandler
+    /// assert_eq!(sink.delivery(), Delivery::ExactlyOnce);
+    /// # }
+    /// ```
     pub fn exactly_once<H: SqliteHandler>(self, handler: H) -> SqliteExactlyOnce<H> {
         SqliteExactlyOnce {
             store: self,
@@ -122,6 +194,22 @@ impl SqliteOffsetStore {
 
     /// Runs `f` with the store's connection on a blocking thread, e.g. to
     /// create or read the read model.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use eventsourced_projection::sqlite::SqliteOffsetStore;
+    ///
+    /// let store = SqliteOffsetStore::open(dir.path().join("read.db")).await.unwrap();
+    /// store.with_connection(|c| c.execute_batch("CREATE TABLE totals (id TEXT PRIMARY KEY, total INTEGER)")).await.unwrap();
+    /// let tables: i64 = store
+    ///     .with_connection(|c| c.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'totals'", [], |r| r.get(0)))
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(tables, 1);
+    /// # }
+    /// ```
     pub async fn with_connection<R, F>(&self, f: F) -> Result<R, ProjectionError>
     where
         F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
@@ -232,6 +320,46 @@ pub trait SqliteHandler: Send + 'static {
 /// A [`SqliteHandler`] with a [`SqliteOffsetStore`]: each batch's writes and
 /// its offset commit in one transaction, with the same fenced offset update as
 /// the PostgreSQL sink ([`ProjectionError::OffsetConflict`]).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # use eventsourced::{Binarize, EventLog, MemoryEventLog, SeqNo, SerdeJson};
+/// # use eventsourced_projection::{HandlerError, ProjectedEvent, Projection};
+/// # use eventsourced_projection::sqlite::rusqlite::{Transaction, params};
+/// # use std::time::Duration;
+/// use eventsourced_projection::sqlite::{SqliteHandler, SqliteOffsetStore};
+/// # struct Totals;
+/// # impl SqliteHandler for Totals {
+/// #     type Event = i64;
+/// #     fn handle(&mut self, tx: &Transaction<'_>, e: &ProjectedEvent<i64>) -> Result<(), HandlerError> {
+/// #         tx.execute(
+/// #             "INSERT INTO totals VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET total = total + excluded.total",
+/// #             params![e.id, e.event],
+/// #         )?;
+/// #         Ok(())
+/// #     }
+/// # }
+/// # let log = MemoryEventLog::default();
+/// # let events = [SerdeJson.encode(&2i64).unwrap(), SerdeJson.encode(&3i64).unwrap()];
+/// # log.append("counter", "a", SeqNo::ZERO, &events).await.unwrap();
+/// # let dir = tempfile::tempdir().unwrap();
+///
+/// // Totals adds each event to its entity's row in `totals`; "a" has events 2 and 3.
+/// let store = SqliteOffsetStore::open(dir.path().join("read.db")).await.unwrap();
+/// store.with_connection(|c| c.execute_batch("CREATE TABLE totals (id TEXT PRIMARY KEY, total INTEGER)")).await.unwrap();
+/// let sink = store.clone().exactly_once(Totals);
+/// let projection = Projection::builder("sqlite-totals-doc", "counter", log, SerdeJson, sink).build().unwrap();
+/// projection.run().await;
+/// projection.wait_for(|s| s.handled == 2, Duration::from_secs(10)).await.expect("handled");
+/// projection.stop().await;
+/// let total: i64 = store
+///     .with_connection(|c| c.query_row("SELECT total FROM totals WHERE id = 'a'", [], |r| r.get(0)))
+///     .await
+///     .unwrap();
+/// assert_eq!(total, 5);
+/// # }
+/// ```
 pub struct SqliteExactlyOnce<H> {
     store: SqliteOffsetStore,
     handler: Arc<Mutex<H>>,
@@ -378,12 +506,34 @@ impl fmt::Debug for SqliteLag {
 
 impl SqliteLag {
     /// The query for the `events` table of `eventsourced-sqlite`'s log.
+    ///
+    /// ```
+    /// use eventsourced_projection::sqlite::SqliteLag;
+    ///
+    /// assert!(SqliteLag::EVENT_LOG_QUERY.contains("FROM events"));
+    /// ```
     pub const EVENT_LOG_QUERY: &'static str =
         "SELECT count(*) FROM events WHERE type_name = ?1 AND position > ?2";
 
     /// Lag from `query` on a read-only connection of its own to the file at
     /// `path`, e.g. the file of the SQLite event log with
     /// [`EVENT_LOG_QUERY`](Self::EVENT_LOG_QUERY).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # use eventsourced::{Binarize, EventLog, SeqNo, SerdeJson};
+    /// # let e = SerdeJson.encode(&1i64).unwrap();
+    /// use eventsourced_projection::{LagSource, sqlite::SqliteLag};
+    ///
+    /// let path = dir.path().join("events.db");
+    /// let log = eventsourced_sqlite::SqliteEventLog::open(&path).unwrap();
+    /// log.append("counter", "a", SeqNo::ZERO, &[e.clone(), e]).await.unwrap();
+    /// let lag = SqliteLag::open(&path, SqliteLag::EVENT_LOG_QUERY).await.unwrap();
+    /// assert_eq!(lag.events_after("counter", None).await.unwrap(), 2);
+    /// # }
+    /// ```
     pub async fn open(
         path: impl AsRef<Path>,
         query: impl Into<String>,
@@ -411,6 +561,21 @@ impl SqliteLag {
     }
 
     /// Lag from `query` on the connection of `store`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use eventsourced::Position;
+    /// use eventsourced_projection::{LagSource, sqlite::{SqliteLag, SqliteOffsetStore}};
+    ///
+    /// let store = SqliteOffsetStore::open(dir.path().join("read.db")).await.unwrap();
+    /// // A stand-in for an events table: three events at positions 1, 2, 3.
+    /// let query = "SELECT count(*) FROM (VALUES (1), (2), (3)) WHERE ?1 = 'counter' AND column1 > ?2";
+    /// let lag = SqliteLag::with_query(&store, query);
+    /// assert_eq!(lag.events_after("counter", Some(Position::new(1))).await.unwrap(), 2);
+    /// # }
+    /// ```
     pub fn with_query(store: &SqliteOffsetStore, query: impl Into<String>) -> Self {
         SqliteLag {
             conn: store.conn.clone(),
