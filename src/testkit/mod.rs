@@ -22,6 +22,7 @@
 pub mod counter;
 mod event_log;
 mod snapshot_store;
+pub mod writers;
 
 pub use event_log::check_event_log;
 pub use snapshot_store::check_snapshot_store;
