@@ -5,7 +5,7 @@
 
 use eventsourced::testkit::{
     counter::{Counter, Get},
-    writers::{HANG, Journal, check_stored, write_rounds},
+    writers::{HANG, Journal, check_stored, run_test_in_child, write_rounds},
 };
 use eventsourced::{EntityRef, EventLog, EventSourcedExt, SeqNo, SerdeJson, SpawnError};
 use eventsourced_sqlite::SqliteEventLog;
@@ -62,17 +62,14 @@ async fn two_processes_write_one_entity_on_one_file() {
     // Create the file before both processes write.
     drop(SqliteEventLog::open(&db).expect("create"));
 
-    let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
-        .args([
-            "--exact",
-            "child_process_writer",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_DB, &db)
-        .env(CHILD_JOURNAL, &child_journal)
-        .spawn()
-        .expect("start the child");
+    let mut child = run_test_in_child(
+        "child_process_writer",
+        &[
+            (CHILD_DB, db.to_str().expect("a UTF-8 path")),
+            (CHILD_JOURNAL, child_journal.to_str().expect("a UTF-8 path")),
+        ],
+    )
+    .expect("start the child");
     let journal = Journal::new();
     write(&db, 1, &journal).await;
     let status = tokio::task::spawn_blocking(move || child.wait())

@@ -49,6 +49,7 @@ use std::{
     future::Future,
     io::{self, Write},
     path::Path,
+    process::{Child, Command},
     sync::{Mutex, MutexGuard},
     time::Duration,
 };
@@ -547,4 +548,26 @@ pub fn check_stored(journal: &Journal, stored: &[(SeqNo, Bytes)]) -> Counter {
         assert!(sent.contains(value), "stored {value} was never sent");
     }
     Counter(values.iter().sum())
+}
+
+/// Starts this test binary again, as a child process that runs only the test
+/// `name` (which should do nothing unless one of `env`'s variables is set),
+/// with `env` added to its environment. For writers in processes of their
+/// own, which a test can kill with [`Child::kill`] (`SIGKILL` on Unix).
+///
+/// ```no_run
+/// use eventsourced::testkit::writers::run_test_in_child;
+///
+/// // In a test binary that has a test `child_writer`, which writes to the
+/// // journal that `CHILD_JOURNAL` names:
+/// let mut child = run_test_in_child("child_writer", &[("CHILD_JOURNAL", "/tmp/child.journal")]).unwrap();
+/// std::thread::sleep(std::time::Duration::from_millis(500));
+/// child.kill().unwrap(); // kill -9
+/// child.wait().unwrap();
+/// ```
+pub fn run_test_in_child(name: &str, env: &[(&str, &str)]) -> io::Result<Child> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command.args(["--exact", name, "--nocapture", "--test-threads=1"]);
+    command.envs(env.iter().copied());
+    command.spawn()
 }

@@ -1,0 +1,172 @@
+//! Writer processes of one entity are killed with `kill -9` again and again,
+//! mid-publish, while this process writes the same entity on the same
+//! JetStream stream; snapshots (KV) are on. Every acknowledged event (of any
+//! process) is stored exactly once, conflicts wrote nothing, and a respawned
+//! entity equals a replay of the log.
+
+mod support;
+
+use bytes::Bytes;
+use eventsourced::testkit::{
+    counter::{Counter, Get},
+    writers::{HANG, Journal, check_stored, run_test_in_child, write_rounds},
+};
+use eventsourced::{EventLog, EventSourcedExt, SeqNo, SerdeJson};
+use eventsourced_nats::{NatsConfig, NatsEventLog, NatsSnapshotStore};
+use futures::TryStreamExt;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::TestServer;
+use tokio::time::timeout;
+
+const CHILD_URL: &str = "ZZ_NATS_KILLED_WRITER_URL";
+const CHILD_BUCKET: &str = "ZZ_NATS_KILLED_WRITER_BUCKET";
+const CHILD_ID: &str = "ZZ_NATS_KILLED_WRITER_ID";
+const CHILD_JOURNAL: &str = "ZZ_NATS_KILLED_WRITER_JOURNAL";
+const CHILD_TAG: &str = "ZZ_NATS_KILLED_WRITER_TAG";
+const RUN_FOR: Duration = Duration::from_secs(6);
+
+fn config(url: &str, bucket: &str) -> NatsConfig {
+    let mut config = NatsConfig::from_url(url);
+    config.bucket = bucket.to_owned();
+    config
+}
+
+async fn write(
+    config: NatsConfig,
+    id: &str,
+    journal: &Journal,
+    tag: u64,
+    mut keep_going: impl FnMut() -> bool,
+) {
+    let log = NatsEventLog::new(config.clone()).await.expect("connect");
+    let store = NatsSnapshotStore::new(config).await.expect("kv connect");
+    let spawn = || {
+        Counter::default().entity().snapshot_every(5).spawn(
+            id.to_owned(),
+            log.clone(),
+            store.clone(),
+            SerdeJson,
+        )
+    };
+    write_rounds(journal, tag, 4, &mut keep_going, spawn).await;
+}
+
+/// The child: writes until it is killed. Runs only when started by the parent.
+#[test]
+fn child_process_writer() {
+    let var = |name| std::env::var(name).ok();
+    let (Some(url), Some(bucket), Some(id), Some(journal), Some(tag)) = (
+        var(CHILD_URL),
+        var(CHILD_BUCKET),
+        var(CHILD_ID),
+        var(CHILD_JOURNAL),
+        var(CHILD_TAG),
+    ) else {
+        return;
+    };
+    let journal = Journal::to_file(journal).expect("create the child's journal");
+    let tag = tag.parse().expect("a tag");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(write(config(&url, &bucket), &id, &journal, tag, || true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_writer_processes_lose_no_acknowledged_event() {
+    let server = TestServer::start(&[]);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let bucket = format!("counter_snap_{nanos}");
+    let id = format!("e{nanos}");
+    let config = config(&server.url(), &bucket);
+    let log = NatsEventLog::new(config.clone()).await.expect("connect");
+    log.setup().await.expect("setup");
+    let store = NatsSnapshotStore::new(config.clone())
+        .await
+        .expect("kv connect");
+    store.setup().await.expect("kv setup");
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    let parent = tokio::spawn({
+        let (config, id) = (config.clone(), id.clone());
+        async move {
+            let journal = Journal::new();
+            let until = Instant::now() + RUN_FOR;
+            write(config, &id, &journal, 1, || Instant::now() < until).await;
+            journal
+        }
+    });
+    // Writer processes, one after the other, each killed after 0.3–1.2 s.
+    let started = Instant::now();
+    let mut journals = vec![];
+    let mut tag: u64 = 100;
+    while started.elapsed() < RUN_FOR - Duration::from_millis(500) {
+        tag += 1;
+        let path = dir.path().join(format!("child-{tag}.journal"));
+        let mut child = run_test_in_child(
+            "child_process_writer",
+            &[
+                (CHILD_URL, server.url().as_str()),
+                (CHILD_BUCKET, bucket.as_str()),
+                (CHILD_ID, id.as_str()),
+                (CHILD_JOURNAL, path.to_str().expect("a UTF-8 path")),
+                (CHILD_TAG, &tag.to_string()),
+            ],
+        )
+        .expect("start a child");
+        let lifetime = 300 + tag * 7919 % 900;
+        tokio::time::sleep(Duration::from_millis(lifetime)).await;
+        child.kill().expect("kill -9 the child");
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .expect("join")
+            .expect("wait for the child");
+        assert!(!status.success(), "the child ended before it was killed");
+        journals.push(path);
+    }
+    let journal = timeout(Duration::from_secs(60), parent)
+        .await
+        .expect("the parent's writer hung")
+        .expect("the parent's writer");
+    let mut children_wrote = 0;
+    for path in &journals {
+        // A child killed before its runtime started has no journal yet.
+        if let Ok(child) = Journal::read(path) {
+            children_wrote += usize::from(!child.acknowledged().is_empty());
+            journal.merge(&child);
+        }
+    }
+
+    let stored: Vec<(SeqNo, Bytes)> = timeout(
+        HANG,
+        log.events_by_id("counter", &id, SeqNo::new(1))
+            .try_collect(),
+    )
+    .await
+    .expect("read hung")
+    .expect("read");
+    let in_flight = journal.sent().len()
+        - journal.acknowledged().len()
+        - journal.refused().len()
+        - journal.failed().len();
+    eprintln!(
+        "{} children ({children_wrote} acknowledged something), stored {}, {}, in flight when killed {in_flight}",
+        journals.len(),
+        stored.len(),
+        journal.summary()
+    );
+    let expected = check_stored(&journal, &stored);
+    assert!(children_wrote > 0, "no child got an event acknowledged");
+    assert!(!journal.refused().is_empty(), "the writers never raced");
+    assert_eq!(journal.failed(), Vec::<u64>::new(), "the server stayed up");
+
+    let entity = Counter::default()
+        .entity()
+        .snapshot_every(5)
+        .spawn(id.clone(), log, store, SerdeJson)
+        .await
+        .expect("respawn");
+    let state = entity.handle_command(Get).await.expect("get");
+    assert_eq!(state, Ok(expected.0));
+}
