@@ -127,6 +127,27 @@ struct Running {
 }
 
 /// Configures a [`Projection`]; from [`Projection::builder`].
+///
+/// Settings chain; [`build`](ProjectionBuilder::build) checks them all at once.
+///
+/// ```
+/// # use eventsourced::{MemoryEventLog, SerdeJson};
+/// # use eventsourced_projection::{AtLeastOnce, Handler, HandlerError, MemoryOffsetStore, ProjectedEvent, Projection};
+/// # struct Count(u64);
+/// # impl Handler for Count {
+/// #     type Event = i64;
+/// #     async fn handle(&mut self, _: &ProjectedEvent<i64>) -> Result<(), HandlerError> { self.0 += 1; Ok(()) }
+/// # }
+/// # let sink = AtLeastOnce::new(MemoryOffsetStore::default(), Count(0));
+/// use eventsourced_projection::ProjectionBuilder;
+/// use std::time::Duration;
+/// let builder: ProjectionBuilder<_, _, _> =
+///     Projection::builder("totals", "counter", MemoryEventLog::default(), SerdeJson, sink);
+/// let builder = builder.batch_size(500).max_wait(Duration::from_millis(20));
+/// assert!(format!("{builder:?}").contains("batch_size: 500"), "{builder:?}");
+/// let projection = builder.build().unwrap();
+/// assert_eq!(projection.name(), "totals");
+/// ```
 pub struct ProjectionBuilder<L, B, S> {
     name: String,
     type_name: String,
@@ -252,6 +273,32 @@ where
     }
 
     /// Where [`ProjectionState::lag`] comes from; without it, lag is `None`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use eventsourced::{Binarize, EventLog, MemoryEventLog, Position, SeqNo, SerdeJson};
+    /// # use eventsourced_projection::*;
+    /// # use std::time::Duration;
+    /// # struct Noop;
+    /// # impl Handler for Noop {
+    /// #     type Event = i64;
+    /// #     async fn handle(&mut self, _: &ProjectedEvent<i64>) -> Result<(), HandlerError> { Ok(()) }
+    /// # }
+    /// # let log = MemoryEventLog::default();
+    /// # let e = SerdeJson.encode(&1i64).unwrap();
+    /// # log.append("counter", "a", SeqNo::ZERO, &[e.clone(), e.clone(), e]).await.unwrap();
+    /// # let sink = || AtLeastOnce::new(MemoryOffsetStore::default(), Noop);
+    /// // ... three events of type "counter" appended ...
+    /// let plain = Projection::builder("lag-doc", "counter", log.clone(), SerdeJson, sink());
+    /// assert_eq!(plain.build().unwrap().state().await.lag, None);
+    /// let lagging = Projection::builder("lag-doc", "counter", log.clone(), SerdeJson, sink())
+    ///     .lag_source(MemoryLag(log))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(lagging.state().await.lag, Some(3)); // nothing handled yet
+    /// # }
+    /// ```
     pub fn lag_source(mut self, lag: impl LagSource) -> Self {
         self.lag = Some(Arc::new(lag));
         self
@@ -429,6 +476,35 @@ where
 {
     /// Starts configuring the projection `name` over the events of the entity
     /// type `type_name` in `log`, decoded with `binarize`, handled by `sink`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use eventsourced::{Binarize, EventLog, MemoryEventLog, Position, SeqNo, SerdeJson};
+    /// # use eventsourced_projection::*;
+    /// # use std::time::Duration;
+    /// # struct Noop;
+    /// # impl Handler for Noop {
+    /// #     type Event = i64;
+    /// #     async fn handle(&mut self, _: &ProjectedEvent<i64>) -> Result<(), HandlerError> { Ok(()) }
+    /// # }
+    /// # let log = MemoryEventLog::default();
+    /// # let e = SerdeJson.encode(&1i64).unwrap();
+    /// # log.append("other", "x", SeqNo::ZERO, &[e.clone()]).await.unwrap();
+    /// # log.append("counter", "a", SeqNo::ZERO, &[e]).await.unwrap();
+    /// // ... an event of type "other" at position 1, one of type "counter" at 2 ...
+    /// let sink = AtLeastOnce::new(MemoryOffsetStore::default(), Noop);
+    /// let projection = Projection::builder("builder-doc", "counter", log, SerdeJson, sink)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(projection.name(), "builder-doc");
+    /// projection.run().await;
+    /// let state = projection.wait_for(|s| s.offset.is_some(), Duration::from_secs(5)).await;
+    /// let state = state.expect("the counter event handled");
+    /// assert_eq!((state.handled, state.offset), (1, Some(Position::new(2)))); // not "other"
+    /// projection.stop().await;
+    /// # }
+    /// ```
     pub fn builder(
         name: impl Into<String>,
         type_name: impl Into<String>,
@@ -470,6 +546,40 @@ where
 
     /// Starts the projection in a background task, unless it runs already. It
     /// waits for the lease, loads its offset and follows the log.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use eventsourced::{Binarize, EventLog, MemoryEventLog, SeqNo, SerdeJson};
+    /// # use eventsourced_projection::*;
+    /// # use std::{sync::{Arc, Mutex}, time::Duration};
+    /// # #[derive(Clone, Default)]
+    /// # struct Seen(Arc<Mutex<Vec<i64>>>);
+    /// # impl Handler for Seen {
+    /// #     type Event = i64;
+    /// #     async fn handle(&mut self, e: &ProjectedEvent<i64>) -> Result<(), HandlerError> {
+    /// #         self.0.lock().unwrap().push(e.event);
+    /// #         Ok(())
+    /// #     }
+    /// # }
+    /// # let log = MemoryEventLog::default();
+    /// # log.append("counter", "a", SeqNo::ZERO, &[SerdeJson.encode(&1i64).unwrap()]).await.unwrap();
+    /// let seen = Seen::default();
+    /// let sink = AtLeastOnce::new(MemoryOffsetStore::default(), seen.clone());
+    /// let projection =
+    ///     Projection::builder("run-doc", "counter", log.clone(), SerdeJson, sink).build().unwrap();
+    /// projection.run().await;
+    /// projection.wait_for(|s| s.handled == 1, Duration::from_secs(5)).await.expect("handled");
+    /// projection.stop().await;
+    /// # log.append("counter", "b", SeqNo::ZERO, &[SerdeJson.encode(&2i64).unwrap()]).await.unwrap();
+    /// // ... one more event appended while stopped ...
+    /// let resumed = tokio::time::timeout(Duration::from_secs(5), projection.run());
+    /// resumed.await.expect("run returns"); // again, from the stored offset
+    /// projection.wait_for(|s| s.handled == 2, Duration::from_secs(5)).await.expect("handled");
+    /// assert_eq!(*seen.0.lock().unwrap(), [1, 2]); // the first event is not handled again
+    /// projection.stop().await;
+    /// # }
+    /// ```
     pub async fn run(&self) {
         self.start(false).await;
     }
@@ -479,6 +589,36 @@ where
     ///
     /// Calls on several handles at once all wait for the task: the control
     /// lock is held until it ended.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use eventsourced::{Binarize, EventLog, MemoryEventLog, Position, SeqNo, SerdeJson};
+    /// # use eventsourced_projection::*;
+    /// # use std::time::Duration;
+    /// # struct Noop;
+    /// # impl Handler for Noop {
+    /// #     type Event = i64;
+    /// #     async fn handle(&mut self, _: &ProjectedEvent<i64>) -> Result<(), HandlerError> { Ok(()) }
+    /// # }
+    /// # let log = MemoryEventLog::default();
+    /// # log.append("counter", "a", SeqNo::ZERO, &[SerdeJson.encode(&1i64).unwrap()]).await.unwrap();
+    /// # let sink = || AtLeastOnce::new(MemoryOffsetStore::default(), Noop);
+    /// # let t = Duration::from_secs(5);
+    /// let projection = Projection::builder("stop-doc", "counter", log.clone(), SerdeJson, sink());
+    /// let projection = projection.build().unwrap();
+    /// projection.run().await;
+    /// projection.wait_for(|s| s.handled == 1, t).await.expect("handled");
+    /// tokio::time::timeout(t, projection.stop()).await.expect("stop returns");
+    /// let state = projection.state().await;
+    /// assert_eq!((state.running, state.phase), (false, Phase::Stopped));
+    /// // The lease is released: another instance of the projection takes it.
+    /// let other = Projection::builder("stop-doc", "counter", log, SerdeJson, sink()).build().unwrap();
+    /// other.run().await;
+    /// assert!(other.wait_for(|s| s.phase == Phase::Running, t).await.is_some());
+    /// other.stop().await;
+    /// # }
+    /// ```
     pub async fn stop(&self) {
         let mut control = self.inner.control.lock().await;
         Self::stop_locked(&mut control).await;
@@ -547,6 +687,36 @@ where
     }
 
     /// The current state, with the lag queried from the lag source.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use eventsourced::{Binarize, EventLog, MemoryEventLog, Position, SeqNo, SerdeJson};
+    /// # use eventsourced_projection::*;
+    /// # use std::time::Duration;
+    /// # struct Noop;
+    /// # impl Handler for Noop {
+    /// #     type Event = i64;
+    /// #     async fn handle(&mut self, _: &ProjectedEvent<i64>) -> Result<(), HandlerError> { Ok(()) }
+    /// # }
+    /// # let log = MemoryEventLog::default();
+    /// # let e = SerdeJson.encode(&1i64).unwrap();
+    /// # log.append("counter", "a", SeqNo::ZERO, &[e.clone(), e]).await.unwrap();
+    /// # let sink = AtLeastOnce::new(MemoryOffsetStore::default(), Noop);
+    /// // ... two events of type "counter" appended ...
+    /// let projection = Projection::builder("state-doc", "counter", log.clone(), SerdeJson, sink)
+    ///     .lag_source(MemoryLag(log))
+    ///     .build()
+    ///     .unwrap();
+    /// let before = projection.state().await;
+    /// assert_eq!((before.running, before.offset, before.lag), (false, None, Some(2)));
+    /// projection.run().await;
+    /// projection.wait_for(|s| s.handled == 2, Duration::from_secs(5)).await.expect("handled");
+    /// let after = projection.state().await;
+    /// assert_eq!((after.running, after.offset, after.lag), (true, Some(Position::new(2)), Some(0)));
+    /// projection.stop().await;
+    /// # }
+    /// ```
     pub async fn state(&self) -> ProjectionState {
         let mut state = self.inner.status.borrow().clone();
         if let Some(lag) = &self.inner.lag {
@@ -563,6 +733,34 @@ where
 
     /// Waits until the state (without lag) satisfies `condition`, at most
     /// `timeout`; returns the state, or `None` on timeout.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use eventsourced::{Binarize, EventLog, MemoryEventLog, Position, SeqNo, SerdeJson};
+    /// # use eventsourced_projection::*;
+    /// # use std::time::Duration;
+    /// # struct Noop;
+    /// # impl Handler for Noop {
+    /// #     type Event = i64;
+    /// #     async fn handle(&mut self, _: &ProjectedEvent<i64>) -> Result<(), HandlerError> { Ok(()) }
+    /// # }
+    /// # let log = MemoryEventLog::default();
+    /// # let e = SerdeJson.encode(&1i64).unwrap();
+    /// # log.append("counter", "a", SeqNo::ZERO, &[e.clone(), e]).await.unwrap();
+    /// # let sink = AtLeastOnce::new(MemoryOffsetStore::default(), Noop);
+    /// // ... two events of type "counter" appended ...
+    /// let projection = Projection::builder("wait-for-doc", "counter", log, SerdeJson, sink);
+    /// let projection = projection.build().unwrap();
+    /// projection.run().await;
+    /// let state = projection.wait_for(|s| s.handled == 2, Duration::from_secs(5)).await;
+    /// assert_eq!(state.expect("both handled").offset, Some(Position::new(2)));
+    /// // A condition that does not hold in time: `None`.
+    /// let never = projection.wait_for(|s| s.handled > 2, Duration::from_millis(50));
+    /// assert!(tokio::time::timeout(Duration::from_secs(5), never).await.unwrap().is_none());
+    /// projection.stop().await;
+    /// # }
+    /// ```
     pub async fn wait_for(
         &self,
         mut condition: impl FnMut(&ProjectionState) -> bool,
