@@ -524,12 +524,44 @@ where
     S: SnapshotStore,
     B: Binarize<E::Event> + Binarize<E>,
 {
-    /// The entity loop. Ends when every handle is dropped, or after a failed
-    /// append (with its cause recorded for every handle).
-    async fn run(mut self, mut state: E, mut inbox: mpsc::Receiver<Box<dyn Message<E>>>) {
-        // Records a cause if the task ends without one, e.g. by a panic.
+    /// The entity task: the entity loop, then, if the loop stopped on a
+    /// failed append or a panic, the cause for every command still coming.
+    async fn run(mut self, state: E, mut inbox: mpsc::Receiver<Box<dyn Message<E>>>) {
+        // Records a cause if the task is dropped, e.g. as the runtime shuts down.
         let _guard = RecordEndOnDrop(self.shared.clone());
+        let served = AssertUnwindSafe(self.serve(state, &mut inbox))
+            .catch_unwind()
+            .await;
+        let cause = match served {
+            Ok(None) => return, // Every handle is gone.
+            Ok(Some(cause)) => cause,
+            Err(_panic) => {
+                // The panic hook has reported it; the handles report this.
+                let cause = HandleCommandError::TaskEnded {
+                    entity: self.shared.entity.clone(),
+                };
+                let _ = self.shared.stopped.set(cause.clone());
+                inbox.close();
+                cause
+            }
+        };
+        // A send that took mailbox capacity just before the close puts its
+        // command in afterwards; dropping the mailbox would leave it
+        // unanswered for good. `recv` returns those, and `None` only once no
+        // send is under way.
+        while let Some(message) = inbox.recv().await {
+            message.complete(Err(cause.clone()));
+        }
+    }
 
+    /// The entity loop. Returns `None` when every handle is dropped, or the
+    /// cause after a failed append (recorded for every handle, the mailbox
+    /// closed).
+    async fn serve(
+        &mut self,
+        mut state: E,
+        inbox: &mut mpsc::Receiver<Box<dyn Message<E>>>,
+    ) -> Option<HandleCommandError> {
         let mut batch = Vec::new();
         let mut events = Vec::new();
         let mut encoded = Vec::new();
@@ -591,12 +623,11 @@ where
                     batch
                         .drain(..)
                         .for_each(|message| message.complete(Err(error.clone())));
-                    // Dropping `inbox` drops queued commands; their senders then
-                    // read the recorded cause.
-                    return;
+                    return Some(error);
                 }
             }
         }
+        None
     }
 
     /// Runs one command's handler, encodes its events and applies them to the
@@ -953,5 +984,96 @@ impl<E: EventSourced, C: Command<E>> fmt::Debug for CommandMessage<E, C> {
         f.debug_struct("CommandMessage")
             .field("command", &std::any::type_name::<C>())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, feature = "testkit"))]
+mod tests {
+    //! A send that has taken mailbox capacity but puts its command in only
+    //! after the entity stopped: what a sender preempted at the wrong moment
+    //! does. Its command must get the cause, not wait forever.
+
+    use super::CommandMessage;
+    use crate::testkit::counter::{Counter, CounterError, CounterEvent, Increase};
+    use crate::{
+        Binarize, Command, CommandEffect, EntityRef, EventLog, EventSourcedExt, HandleCommandError,
+        MemoryEventLog, NoopSnapshotStore, SeqNo, SerdeJson,
+    };
+    use std::time::Duration;
+    use tokio::sync::oneshot;
+
+    /// Puts `Increase(1)` in through `permit` and returns the answer.
+    async fn put_in_late(
+        permit: tokio::sync::mpsc::Permit<'_, Box<dyn super::Message<Counter>>>,
+    ) -> Result<Result<u64, CounterError>, HandleCommandError> {
+        let (reply_to, reply) = oneshot::channel();
+        permit.send(Box::new(CommandMessage::new(
+            Increase(1),
+            reply_to,
+            tracing::Span::none(),
+        )));
+        tokio::time::timeout(Duration::from_secs(5), reply)
+            .await
+            .expect("a command put in after the entity stopped was never answered")
+            .expect("the entity dropped the command without an answer")
+    }
+
+    async fn spawn(log: MemoryEventLog) -> EntityRef<Counter> {
+        Counter::default()
+            .entity()
+            .spawn("c".to_owned(), log, NoopSnapshotStore, SerdeJson)
+            .await
+            .expect("spawn")
+    }
+
+    #[tokio::test]
+    async fn a_command_put_in_after_a_failed_append_gets_the_cause() {
+        let log = MemoryEventLog::new();
+        let entity = spawn(log.clone()).await;
+        let permit = entity.mailbox.reserve().await.expect("capacity");
+        // Another writer appends first: the entity's next append conflicts.
+        let event = SerdeJson.encode(&CounterEvent::Increased(5)).unwrap();
+        log.append("counter", "c", SeqNo::ZERO, &[event])
+            .await
+            .unwrap();
+        let stopped = entity.handle_command(Increase(1)).await.unwrap_err();
+        assert!(stopped.is_conflict(), "{stopped}");
+        // Let the entity task run on past its stop.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let late = put_in_late(permit).await.unwrap_err();
+        assert!(late.is_conflict(), "{late}");
+    }
+
+    /// Panics: a bug in a command handler.
+    struct Panic;
+
+    impl Command<Counter> for Panic {
+        type Reply = u64;
+        type Error = CounterError;
+
+        fn handle_command(
+            self,
+            _: &String,
+            _: &Counter,
+        ) -> CommandEffect<Counter, u64, CounterError> {
+            panic!("a bug in the command handler")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_command_put_in_after_a_panic_gets_an_error() {
+        let entity = spawn(MemoryEventLog::new()).await;
+        let permit = entity.mailbox.reserve().await.expect("capacity");
+        let ended = entity.handle_command(Panic).await.unwrap_err();
+        assert!(
+            matches!(ended, HandleCommandError::TaskEnded { .. }),
+            "{ended}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let late = put_in_late(permit).await.unwrap_err();
+        assert!(
+            matches!(late, HandleCommandError::TaskEnded { .. }),
+            "{late}"
+        );
     }
 }
