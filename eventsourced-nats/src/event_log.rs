@@ -9,9 +9,13 @@ use crate::{
 };
 use async_nats::{
     HeaderMap,
+    datetime::DateTime,
     jetstream::{
         self, ErrorCode,
-        consumer::{DeliverPolicy, pull::OrderedConfig},
+        consumer::{
+            DeliverPolicy,
+            pull::{OrderedConfig, OrderedError},
+        },
         context::{
             CreateStreamErrorKind, GetStreamErrorKind, PublishErrorKind, RequestError,
             RequestErrorKind,
@@ -26,6 +30,7 @@ use std::{
     collections::HashMap,
     fmt,
     sync::{Arc, Mutex, PoisonError},
+    time::Duration,
 };
 use tracing::debug;
 
@@ -33,6 +38,10 @@ const BACKEND: &str = "nats";
 
 /// Bits of a [`Position`] that hold the event's index within its message.
 const INDEX_BITS: u32 = 16;
+
+/// How long a live reader waits for a message before it asks whether its
+/// stream is still there: the consumer of a deleted stream waits forever.
+const STREAM_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How many entities' last stream sequences are remembered before the memo
 /// is cleared (a miss costs one request, never correctness).
@@ -629,7 +638,7 @@ impl NatsEventLog {
         start: u64,
         name: Option<String>,
         operation: &'static str,
-    ) -> Result<jetstream::consumer::pull::Ordered, EventLogError> {
+    ) -> Result<(jetstream::consumer::pull::Ordered, String), EventLogError> {
         let deliver_policy = if start == 0 {
             DeliverPolicy::All
         } else {
@@ -659,10 +668,73 @@ impl NatsEventLog {
             .await
             .map_err(|_| fail(format!("no reply within {timeout:?}")))?
             .map_err(|e| fail(e.to_string()))?;
-        tokio::time::timeout(timeout, consumer.messages())
+        let name = consumer.cached_info().name.clone();
+        let messages = tokio::time::timeout(timeout, consumer.messages())
             .await
             .map_err(|_| fail(format!("no reply within {timeout:?}")))?
-            .map_err(|e| fail(e.to_string()))
+            .map_err(|e| fail(e.to_string()))?;
+        Ok((messages, name))
+    }
+
+    /// The creation time of the log's stream, which tells it apart from a
+    /// stream of the same name created after it was deleted; and its last
+    /// stream sequence.
+    async fn stream_identity(
+        &self,
+        operation: &'static str,
+    ) -> Result<(DateTime, u64), EventLogError> {
+        let timeout = self.inner.config.request_timeout;
+        let info = tokio::time::timeout(timeout, self.inner.stream.get_info())
+            .await
+            .map_err(|_| format!("no reply within {timeout:?}"))
+            .and_then(|info| info.map_err(|e| e.to_string()))
+            .map_err(|what| {
+                EventLogError::backend(
+                    BACKEND,
+                    operation,
+                    format!(
+                        "cannot read the info of stream {:?}: {what}{}",
+                        self.inner.config.stream,
+                        self.setup_hint(&what)
+                    ),
+                )
+            })?;
+        Ok((info.created, info.state.last_sequence))
+    }
+
+    /// Whether the stream a live reader started on, created at `created`,
+    /// is still there: `Ok` if so, `Err(Some(_))` if it was deleted (and
+    /// perhaps created again), `Err(None)` if the server did not say.
+    async fn check_stream(&self, created: DateTime) -> Result<(), Option<EventLogError>> {
+        let stream = &self.inner.config.stream;
+        let gone = |what: String| {
+            Some(EventLogError::backend(
+                BACKEND,
+                "read events by type",
+                format!(
+                    "stream {stream:?} {what} while it was read: positions start again in a new stream, so nothing can resume from a position of the old one; rebuild what was read from it (e.g. projections) from the start"
+                ),
+            ))
+        };
+        let timeout = self.inner.config.request_timeout;
+        match tokio::time::timeout(timeout, self.inner.stream.get_info()).await {
+            Ok(Ok(info)) if info.created == created => Ok(()),
+            Ok(Ok(info)) => Err(gone(format!(
+                "was deleted and created again (now created at {}, before at {created})",
+                info.created
+            ))),
+            Ok(Err(e))
+                if std::error::Error::source(&e)
+                    .and_then(|source| source.downcast_ref::<jetstream::Error>())
+                    .is_some_and(|error| error.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                Err(gone(format!(
+                    "was deleted{}",
+                    self.setup_hint("stream not found")
+                )))
+            }
+            Ok(Err(_)) | Err(_) => Err(None),
+        }
     }
 
     /// The stream sequence and first seq_no of the entity's last message
@@ -828,6 +900,11 @@ enum ByType {
         log: NatsEventLog,
         filter: String,
         messages: Box<jetstream::consumer::pull::Ordered>,
+        /// The consumer delivering `messages`: async-nats recreates it under
+        /// a new name when it sees the consumer lost, also on a new stream.
+        consumer: String,
+        /// When the stream read was created.
+        created: DateTime,
         from: Position,
         connections: Option<Connections>,
     },
@@ -873,7 +950,7 @@ async fn by_id_step(state: ById) -> Result<Option<(Vec<(SeqNo, Bytes)>, ById)>, 
             // Named, so that it can be deleted as soon as the read is done.
             let inbox = log.inner.client.new_inbox();
             let consumer = format!("es-{}", inbox.rsplit('.').next().unwrap_or(&inbox));
-            let messages = log
+            let (messages, _) = log
                 .ordered(
                     subject.clone(),
                     start,
@@ -999,7 +1076,18 @@ async fn by_type_step(
             if let Some(connections) = &mut connections {
                 connections.borrow_and_update();
             }
-            let messages = log
+            let (created, last) = log.stream_identity("read events by type").await?;
+            if start > last.saturating_add(1) {
+                return Err(EventLogError::backend(
+                    BACKEND,
+                    "read events by type",
+                    format!(
+                        "position {from} is beyond the end of stream {:?} (last sequence {last}): it is a position of another stream, e.g. of one deleted and created again under this name; rebuild what was read from it (e.g. projections) from the start",
+                        log.inner.config.stream
+                    ),
+                ));
+            }
+            let (messages, consumer) = log
                 .ordered(filter.clone(), start, None, "read events by type")
                 .await?;
             Ok(Some((
@@ -1008,6 +1096,8 @@ async fn by_type_step(
                     log,
                     filter,
                     messages: Box::new(messages),
+                    consumer,
+                    created,
                     from,
                     connections,
                 },
@@ -1017,10 +1107,17 @@ async fn by_type_step(
             log,
             filter,
             mut messages,
+            mut consumer,
+            created,
             from,
             mut connections,
         } => {
-            let next = {
+            enum Woken {
+                Message(Box<Option<Result<jetstream::Message, OrderedError>>>),
+                Reconnected,
+                Idle,
+            }
+            let woken = {
                 let reconnected = async {
                     if let Some(connections) = &mut connections
                         && connections.changed().await.is_ok()
@@ -1031,32 +1128,57 @@ async fn by_type_step(
                     std::future::pending::<()>().await;
                 };
                 tokio::select! {
-                    next = messages.next() => Some(next),
-                    () = reconnected => None,
+                    next = messages.next() => Woken::Message(Box::new(next)),
+                    () = reconnected => Woken::Reconnected,
+                    () = tokio::time::sleep(STREAM_CHECK_INTERVAL) => Woken::Idle,
                 }
             };
-            let Some(next) = next else {
-                // A restarted server has lost the ephemeral consumer: start
-                // a new one after the last message handled.
-                debug!(filter, %from, "reconnected; restarting the live consumer");
-                let messages = log
-                    .ordered(
-                        filter.clone(),
-                        from.get() >> INDEX_BITS,
-                        None,
-                        "read events by type",
-                    )
-                    .await?;
-                return Ok(Some((
-                    Vec::new(),
-                    ByType::Reading {
-                        log,
-                        filter,
-                        messages: Box::new(messages),
-                        from,
-                        connections,
-                    },
-                )));
+            let next = match woken {
+                Woken::Message(next) => *next,
+                Woken::Reconnected => {
+                    // A restarted server has lost the ephemeral consumer:
+                    // start a new one after the last message handled.
+                    debug!(filter, %from, "reconnected; restarting the live consumer");
+                    let (messages, consumer) = log
+                        .ordered(
+                            filter.clone(),
+                            from.get() >> INDEX_BITS,
+                            None,
+                            "read events by type",
+                        )
+                        .await?;
+                    return Ok(Some((
+                        Vec::new(),
+                        ByType::Reading {
+                            log,
+                            filter,
+                            messages: Box::new(messages),
+                            consumer,
+                            created,
+                            from,
+                            connections,
+                        },
+                    )));
+                }
+                Woken::Idle => {
+                    // No message for a while: is the stream still there? The
+                    // consumer would wait (and recreate itself) forever.
+                    if let Err(Some(gone)) = log.check_stream(created).await {
+                        return Err(gone);
+                    }
+                    return Ok(Some((
+                        Vec::new(),
+                        ByType::Reading {
+                            log,
+                            filter,
+                            messages,
+                            consumer,
+                            created,
+                            from,
+                            connections,
+                        },
+                    )));
+                }
             };
             let message = match next {
                 None => {
@@ -1075,6 +1197,29 @@ async fn by_type_step(
                 }
                 Some(Ok(message)) => message,
             };
+            let delivered_by = message
+                .info()
+                .map(|info| info.consumer.to_owned())
+                .unwrap_or_default();
+            if delivered_by != consumer {
+                // async-nats recreated the consumer after the last message
+                // handled, by stream sequence: on a stream created again under
+                // the same name, that skips the new stream's first messages.
+                match log.check_stream(created).await {
+                    Ok(()) => consumer = delivered_by,
+                    Err(Some(gone)) => return Err(gone),
+                    Err(None) => {
+                        return Err(EventLogError::backend(
+                            BACKEND,
+                            "read events by type",
+                            format!(
+                                "the live consumer was replaced and stream {:?} did not answer whether it is still the one read; resume from the last position",
+                                log.inner.config.stream
+                            ),
+                        ));
+                    }
+                }
+            }
             let (stream_seq, batch) = log.decode_message(&message, "read events by type")?;
             let subject = message.subject.as_str();
             let id = log
@@ -1113,6 +1258,8 @@ async fn by_type_step(
                     log,
                     filter,
                     messages,
+                    consumer,
+                    created,
                     from,
                     connections,
                 },
