@@ -182,6 +182,11 @@ impl HandlerError {
     pub fn into_inner(self) -> BoxError {
         self.0
     }
+
+    /// The underlying error, borrowed (for sinks that look at its sources).
+    pub(crate) fn as_error(&self) -> &(dyn std::error::Error + 'static) {
+        &*self.0
+    }
 }
 
 impl<E> From<E> for HandlerError

@@ -1,9 +1,9 @@
 //! The projection engine: follows `events_by_type` and drives a sink.
 
 use crate::{
-    Batch, BatchError, ErrorAction, ErrorStrategy, HandlerError, InProcessLease, LastError, Lease,
-    LeaseGuard, Phase, ProjectedEvent, ProjectionConfig, ProjectionError, ProjectionSink,
-    ProjectionState, lag::LagSource, strategy::Decision,
+    Batch, BatchError, Delivery, ErrorAction, ErrorStrategy, HandlerError, InProcessLease,
+    LastError, Lease, LeaseGuard, Phase, ProjectedEvent, ProjectionConfig, ProjectionError,
+    ProjectionSink, ProjectionState, lag::LagSource, strategy::Decision,
 };
 use eventsourced::{Binarize, EventEnvelope, EventLog, Position};
 use futures::{FutureExt, Stream, StreamExt};
@@ -585,7 +585,10 @@ where
     }
 
     /// Stops the projection and waits until its task ended: the batch in
-    /// progress is committed or rolled back, the lease released.
+    /// progress is committed or rolled back, the lease released. A
+    /// transactional batch (exactly-once sinks) that has not committed 2 s
+    /// after the stop is rolled back, so that a server that stopped answering
+    /// cannot hold the stop up; an at-least-once handler is always let finish.
     ///
     /// Calls on several handles at once all wait for the task: the control
     /// lock is held until it ended.
@@ -686,7 +689,8 @@ where
         self.start_locked(&mut control, true).await;
     }
 
-    /// The current state, with the lag queried from the lag source.
+    /// The current state, with the lag queried from the lag source. If the
+    /// lag source fails or does not answer within 2 s, `lag` is `None`.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -720,12 +724,11 @@ where
     pub async fn state(&self) -> ProjectionState {
         let mut state = self.inner.status.borrow().clone();
         if let Some(lag) = &self.inner.lag {
-            match lag
-                .events_after(&self.inner.config.type_name, state.offset)
-                .await
-            {
-                Ok(n) => state.lag = Some(n),
-                Err(e) => debug!(projection = %state.name, error = %e, "lag query failed"),
+            let query = lag.events_after(&self.inner.config.type_name, state.offset);
+            match tokio::time::timeout(LAG_TIMEOUT, query).await {
+                Ok(Ok(n)) => state.lag = Some(n),
+                Ok(Err(e)) => debug!(projection = %state.name, error = %e, "lag query failed"),
+                Err(_) => debug!(projection = %state.name, "lag query timed out"),
             }
         }
         state
@@ -839,6 +842,14 @@ where
 /// How often an instance waiting for the lease reads the offset that the
 /// instance holding it stores.
 const STANDBY_OFFSET_REFRESH: Duration = Duration::from_secs(1);
+
+/// How long a stop waits for a transactional batch in flight before it drops
+/// the batch (rolling its transaction back).
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// How long [`Projection::state`] waits for its lag source; the lag is `None`
+/// when it does not answer in time.
+const LAG_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Tells the task to stop: `stop()` was called or every handle is gone.
 struct StopSignal {
@@ -1127,7 +1138,7 @@ where
                 match self.inner.config.strategy.decide(1, false) {
                     Decision::Skip => {
                         last.action = ErrorAction::Skipped;
-                        self.skip(envelope.position, last).await?;
+                        self.skip(envelope.position, last, guard).await?;
                     }
                     Decision::Stop | Decision::Retry(_) => {
                         return Err(Outcome::Failed(error, last));
@@ -1162,7 +1173,7 @@ where
                     range: start..end,
                     offset,
                 };
-                match self.sink.handle_batch(&name, batch).await {
+                match self.hand_to_sink(&name, batch, guard).await? {
                     Ok(()) => {
                         self.committed(offset, end - start, 0);
                         start = end;
@@ -1222,7 +1233,7 @@ where
                 }
                 Decision::Skip => {
                     last.action = ErrorAction::Skipped;
-                    self.skip(event.position, last).await?;
+                    self.skip(event.position, last, guard).await?;
                     start += 1;
                     end = len;
                     attempts = 0;
@@ -1244,8 +1255,46 @@ where
         Ok(())
     }
 
+    /// Hands `batch` to the sink. A transactional sink's batch is dropped,
+    /// which rolls its transaction back, when the lease is lost meanwhile, or
+    /// when it has not finished [`STOP_GRACE`] after a stop was requested: its
+    /// server may never answer. Other sinks' handlers always run to the end,
+    /// as cancelling them midway could leave their writes half done.
+    async fn hand_to_sink(
+        &mut self,
+        name: &str,
+        batch: Batch<S::Event>,
+        guard: &mut LeaseGuard,
+    ) -> Result<Result<(), BatchError>, Outcome> {
+        if self.sink.delivery() != Delivery::ExactlyOnce {
+            return Ok(self.sink.handle_batch(name, batch).await);
+        }
+        let handling = self.sink.handle_batch(name, batch);
+        tokio::pin!(handling);
+        let lost = tokio::select! {
+            biased;
+            result = &mut handling => return Ok(result),
+            reason = guard.lost() => reason,
+            () = Self::stop_requested(&mut self.stop) => {
+                return match tokio::time::timeout(STOP_GRACE, handling).await {
+                    Ok(result) => Ok(result),
+                    Err(_) => Err(Outcome::Stopped),
+                };
+            }
+        };
+        Err(Outcome::Restart(ProjectionError::Lease {
+            name: name.to_owned(),
+            reason: format!("lease lost: {lost}"),
+        }))
+    }
+
     /// Commits the offset of a skipped event, without handling it.
-    async fn skip(&mut self, position: Position, last: LastError) -> Result<(), Outcome> {
+    async fn skip(
+        &mut self,
+        position: Position,
+        last: LastError,
+        guard: &mut LeaseGuard,
+    ) -> Result<(), Outcome> {
         warn!(projection = %self.name(), %position, error = %last.message, "skipping the event");
         self.set_error(last);
         let name = self.name().to_owned();
@@ -1254,7 +1303,7 @@ where
             range: 0..0,
             offset: position,
         };
-        match self.sink.handle_batch(&name, batch).await {
+        match self.hand_to_sink(&name, batch, guard).await? {
             Ok(()) => {
                 self.committed(position, 0, 1);
                 Ok(())

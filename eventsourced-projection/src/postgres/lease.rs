@@ -213,7 +213,7 @@ impl PostgresLease {
         let connection_task = AbortOnDrop(tokio::spawn(async move {
             let reason = match connection.await {
                 Ok(()) => "the lease connection closed".to_owned(),
-                Err(e) => format!("the lease connection failed: {e}"),
+                Err(e) => format!("the lease connection failed: {}", crate::error::chain(&e)),
             };
             let _ = connection_lost.send(reason).await;
         }));
@@ -248,7 +248,9 @@ impl PostgresLease {
                 .await;
                 let reason = match check {
                     Ok(Ok(_)) => continue,
-                    Ok(Err(e)) => format!("the lease connection failed: {e}"),
+                    Ok(Err(e)) => {
+                        format!("the lease connection failed: {}", crate::error::chain(&e))
+                    }
                     Err(_) => "the lease connection does not answer".to_owned(),
                 };
                 let _ = lost_tx.send(reason).await;

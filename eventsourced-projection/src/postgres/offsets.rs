@@ -15,6 +15,36 @@ fn pg_err(operation: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Proj
     move |e| ProjectionError::offset_store(BACKEND, operation, crate::error::chain(&e))
 }
 
+/// Whether a handler's error says that the batch's transaction is gone,
+/// not that the handler refused an event: the connection was lost, or the
+/// server aborted the transaction (shutdown, deadlock, serialization
+/// failure). Trying the batch again is right; the error strategy, which may
+/// skip the event or stop the projection, is not.
+fn transaction_lost(error: &(dyn std::error::Error + 'static)) -> bool {
+    use tokio_postgres::error::SqlState;
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(pg) = error.downcast_ref::<tokio_postgres::Error>()
+            && (pg.is_closed()
+                || pg.code().is_some_and(|code| {
+                    code.code().starts_with("08")
+                        || [
+                            SqlState::ADMIN_SHUTDOWN,
+                            SqlState::CRASH_SHUTDOWN,
+                            SqlState::CANNOT_CONNECT_NOW,
+                            SqlState::T_R_SERIALIZATION_FAILURE,
+                            SqlState::T_R_DEADLOCK_DETECTED,
+                        ]
+                        .contains(code)
+                }))
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    false
+}
+
 fn position_param(position: Position) -> Result<i64, ProjectionError> {
     position.to_i64().ok_or_else(|| {
         ProjectionError::offset_store(
@@ -474,6 +504,17 @@ impl<H: PostgresHandler> ProjectionSink for PostgresExactlyOnce<H> {
         for (index, event) in batch.events().iter().enumerate() {
             if let Err(error) = self.handler.handle(&tx, event).await {
                 // Dropping the transaction rolls it back.
+                drop(tx);
+                if client.is_closed() || transaction_lost(error.as_error()) {
+                    return Err(BatchError::Store(ProjectionError::offset_store(
+                        BACKEND,
+                        "handle a batch",
+                        format!(
+                            "the batch's transaction was lost, nothing of it is committed: {}",
+                            crate::error::chain(error.as_error())
+                        ),
+                    )));
+                }
                 return Err(BatchError::Handler {
                     index,
                     error,
