@@ -227,8 +227,14 @@ impl PostgresError {
             Some(code)
                 if *code == SqlState::UNDEFINED_TABLE || *code == SqlState::INVALID_SCHEMA_NAME =>
             {
+                // A statement may touch several tables: name the one the
+                // server says is missing (`relation "s.t" does not exist`).
+                let missing = source
+                    .as_db_error()
+                    .filter(|db| *db.code() == SqlState::UNDEFINED_TABLE)
+                    .and_then(|db| db.message().split('"').nth(1).map(quoted));
                 PostgresError::NotSetUp {
-                    table: table.to_owned(),
+                    table: missing.unwrap_or_else(|| table.to_owned()),
                     source,
                 }
             }
@@ -239,6 +245,12 @@ impl PostgresError {
             },
         }
     }
+}
+
+/// `s.t` as the tables' names are shown: `"s"."t"`.
+fn quoted(name: &str) -> String {
+    let parts: Vec<String> = name.split('.').map(|part| format!("\"{part}\"")).collect();
+    parts.join(".")
 }
 
 /// Whether a connection error came from the TLS layer (OpenSSL), or the

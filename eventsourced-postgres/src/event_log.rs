@@ -492,6 +492,15 @@ fn read_error(operation: &'static str, error: PostgresError) -> EventLogError {
     EventLogError::backend("postgres", operation, error)
 }
 
+/// A seq_no read from the events table: 1 or more.
+fn stored_seq_no(seq_no: Option<i64>) -> Result<SeqNo, String> {
+    match seq_no {
+        None => Err("a NULL seq_no".to_owned()),
+        Some(n) if n < 1 => Err(format!("seq_no {n}; seq_nos start at 1")),
+        Some(n) => SeqNo::from_i64(n).ok_or_else(|| format!("seq_no {n}")),
+    }
+}
+
 fn corrupt(shared: &Shared, type_name: &str, id: &str, reason: &str) -> EventLogError {
     EventLogError::Corrupt {
         backend: "postgres",
@@ -679,14 +688,18 @@ impl EventLog for PostgresEventLog {
                     let _keep = &client;
                     let row =
                         row.map_err(|e| read_error(op, PostgresError::query(op, &table, e)))?;
-                    let seq_no: i64 = row
+                    let seq_no: Option<i64> = row
                         .try_get(0)
                         .map_err(|e| read_error(op, PostgresError::query(op, &table, e)))?;
-                    let event: &[u8] = row
+                    let event: Option<&[u8]> = row
                         .try_get(1)
                         .map_err(|e| read_error(op, PostgresError::query(op, &table, e)))?;
-                    let seq_no = SeqNo::from_i64(seq_no)
-                        .ok_or_else(|| corrupt(&shared, &type_name, &id, "a negative seq_no"))?;
+                    let seq_no = stored_seq_no(seq_no)
+                        .map_err(|reason| corrupt(&shared, &type_name, &id, &reason))?;
+                    let event = event.ok_or_else(|| {
+                        let reason = format!("the event at seq_no {seq_no} is NULL");
+                        corrupt(&shared, &type_name, &id, &reason)
+                    })?;
                     Ok((seq_no, Bytes::copy_from_slice(event)))
                 })
                 .right_stream(),
@@ -704,7 +717,13 @@ impl EventLog for PostgresEventLog {
             inner: Arc::clone(&self.inner),
             wake: self.inner.shared.wake.subscribe(),
             type_name: type_name.to_owned(),
-            next: from.to_i64(),
+            // From the start: rows at positions below 1 (written behind the
+            // log's back) come up as corrupt instead of being passed over.
+            next: if from == Position::START {
+                Some(i64::MIN)
+            } else {
+                from.to_i64()
+            },
             buffer: VecDeque::new(),
             checked: false,
         };
@@ -778,18 +797,26 @@ impl Follower {
         drop(client);
         for row in &rows {
             let get = |e| read_error(op, PostgresError::query(op, &table, e));
+            // The query reads positions in order and never a NULL one.
             let position: i64 = row.try_get(0).map_err(get)?;
-            let id: String = row.try_get(1).map_err(get)?;
-            let seq_no: i64 = row.try_get(2).map_err(get)?;
-            let event: &[u8] = row.try_get(3).map_err(get)?;
-            let (Some(pos), Some(seq)) = (Position::from_i64(position), SeqNo::from_i64(seq_no))
-            else {
-                return Err(corrupt(
+            let id: Option<String> = row.try_get(1).map_err(get)?;
+            let seq_no: Option<i64> = row.try_get(2).map_err(get)?;
+            let event: Option<&[u8]> = row.try_get(3).map_err(get)?;
+            let at = |reason: String| {
+                let id = id.as_deref().unwrap_or("<NULL>");
+                corrupt(
                     shared,
                     &self.type_name,
-                    &id,
-                    "a negative position or seq_no",
-                ));
+                    id,
+                    &format!("position {position}: {reason}"),
+                )
+            };
+            let pos = Position::from_i64(position)
+                .filter(|p| *p > Position::START)
+                .ok_or_else(|| at("positions start at 1".to_owned()))?;
+            let seq = stored_seq_no(seq_no).map_err(at)?;
+            let (Some(id), Some(event)) = (id.clone(), event) else {
+                return Err(at("the id or the event is NULL".to_owned()));
             };
             self.next = position.checked_add(1);
             self.buffer.push_back(EventEnvelope {

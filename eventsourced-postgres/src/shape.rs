@@ -41,6 +41,10 @@ pub(crate) struct Shape {
     pub(crate) table: String,
     pub(crate) columns: &'static [Column],
     pub(crate) keys: &'static [Key],
+    /// The CHECK constraints the log relies on, as its `CREATE TABLE` writes
+    /// them (e.g. `seq_no > 0`): without them, rows a reader must refuse as
+    /// corrupt can be stored.
+    pub(crate) checks: &'static [&'static str],
 }
 
 /// Relation kind, columns and unique indexes of `$1` (a qualified name).
@@ -66,6 +70,26 @@ const UNIQUE_KEYS_SQL: &str = "SELECT ARRAY(
      FROM pg_index i
      WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indimmediate
        AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL";
+
+/// The validated CHECK constraints of `$1`, as `pg_get_constraintdef` spells them.
+const CHECKS_SQL: &str = "SELECT pg_get_constraintdef(c.oid)
+     FROM pg_constraint c
+     WHERE c.conrelid = to_regclass($1) AND c.contype = 'c' AND c.convalidated";
+
+/// A CHECK's text without what its spelling may vary in (the parentheses,
+/// quotes and spaces that `pg_get_constraintdef` adds), lowercased.
+fn normalized_check(definition: &str) -> String {
+    let definition = definition.trim();
+    let definition = definition
+        .strip_prefix("CHECK")
+        .or_else(|| definition.strip_prefix("check"))
+        .unwrap_or(definition);
+    definition
+        .chars()
+        .filter(|c| !matches!(c, '(' | ')' | '"') && !c.is_whitespace())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
 
 /// Refuses the existing table `shape.table` (which must exist) unless it has
 /// the shape; a failed catalog query is a [`PostgresError::Setup`].
@@ -105,7 +129,12 @@ pub(crate) async fn check(
                 .await
                 .map_err(setup_error)?;
             let keys: Vec<Vec<String>> = keys.iter().map(|row| row.get(0)).collect();
-            differences(shape, &columns, &keys)
+            let checks = client
+                .query(CHECKS_SQL, &table)
+                .await
+                .map_err(setup_error)?;
+            let checks: Vec<String> = checks.iter().map(|row| row.get(0)).collect();
+            differences(shape, &columns, &keys, &checks)
         }
         Some(kind) => vec![format!("it is {}, not a table", relation_kind(kind))],
         // Created by this very transaction's `CREATE TABLE IF NOT EXISTS`.
@@ -133,7 +162,12 @@ struct Found {
 }
 
 /// Every way the found columns and unique keys differ from `shape`.
-fn differences(shape: &Shape, columns: &[Found], unique_keys: &[Vec<String>]) -> Vec<String> {
+fn differences(
+    shape: &Shape,
+    columns: &[Found],
+    unique_keys: &[Vec<String>],
+    checks: &[String],
+) -> Vec<String> {
     let mut differences = Vec::new();
     for want in shape.columns {
         let Some(found) = columns.iter().find(|c| c.name == want.name) else {
@@ -193,6 +227,14 @@ fn differences(shape: &Shape, columns: &[Found], unique_keys: &[Vec<String>]) ->
             ));
         }
     }
+    let found: Vec<String> = checks.iter().map(|c| normalized_check(c)).collect();
+    for check in shape.checks {
+        if !found.contains(&normalized_check(check)) {
+            differences.push(format!(
+                "no CHECK ({check}): rows outside it would be stored, and refused when read"
+            ));
+        }
+    }
     differences
 }
 
@@ -234,6 +276,7 @@ mod tests {
             table: "\"s\".\"t\"".to_owned(),
             columns: COLUMNS,
             keys: KEYS,
+            checks: &["n > 0"],
         }
     }
 
@@ -255,7 +298,14 @@ mod tests {
             found("note", "text", false, Some("default")),
         ];
         let keys = [vec!["id".to_owned(), "n".to_owned()]];
-        assert_eq!(differences(&shape(), &columns, &keys), Vec::<String>::new());
+        let checks = [
+            "CHECK ((n > 0))".to_owned(),
+            "CHECK ((id <> ''))".to_owned(),
+        ];
+        assert_eq!(
+            differences(&shape(), &columns, &keys, &checks),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
@@ -267,13 +317,14 @@ mod tests {
         // The key in another column order does not count.
         let keys = [vec!["n".to_owned(), "id".to_owned()]];
         assert_eq!(
-            differences(&shape(), &columns, &keys),
+            differences(&shape(), &columns, &keys, &["CHECK ((n >= 0))".to_owned()]),
             [
                 "column \"id\" allows NULL",
                 "column \"id\" has collation \"default\", not \"C\"",
                 "no column \"n\" (bigint NOT NULL)",
                 "column \"extra\" is NOT NULL without a default, so the log's inserts would fail",
                 "no PRIMARY KEY or UNIQUE constraint on (id, n) (checked immediately, not partial), for the test",
+                "no CHECK (n > 0): rows outside it would be stored, and refused when read",
             ]
         );
         let columns = [
@@ -281,7 +332,7 @@ mod tests {
             found("n", "integer", true, None),
         ];
         assert_eq!(
-            differences(&shape(), &columns, &[])[..2],
+            differences(&shape(), &columns, &[], &[])[..2],
             [
                 "column \"id\" is character varying(10), not text",
                 "column \"n\" is integer, not bigint",

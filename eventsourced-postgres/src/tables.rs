@@ -286,11 +286,24 @@ impl Tables {
         format!("\"{}\".\"{}_position\"", self.schema, self.events)
     }
 
-    pub(crate) fn setup_events_sql(&self) -> String {
-        let (schema, table, name, positions) =
-            (&self.schema, self.events(), &self.events, self.positions());
+    /// Creates the schema unless it exists. Not `CREATE SCHEMA IF NOT
+    /// EXISTS`: that needs the CREATE privilege on the database even when
+    /// the schema exists, which a role that was given its own schema lacks.
+    fn create_schema_sql(&self) -> String {
+        let schema = &self.schema;
         format!(
-            "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
+            "DO $es$ BEGIN
+                 IF to_regnamespace('\"{schema}\"') IS NULL THEN CREATE SCHEMA \"{schema}\"; END IF;
+             EXCEPTION WHEN duplicate_schema OR unique_violation THEN NULL;
+             END $es$;"
+        )
+    }
+
+    pub(crate) fn setup_events_sql(&self) -> String {
+        let (table, name, positions) = (self.events(), &self.events, self.positions());
+        let create_schema = self.create_schema_sql();
+        format!(
+            "{create_schema}
              CREATE TABLE IF NOT EXISTS {table} (
                  position  BIGINT NOT NULL CHECK (position > 0),
                  type_name TEXT COLLATE \"C\" NOT NULL,
@@ -341,6 +354,7 @@ impl Tables {
             table: self.events(),
             columns: COLUMNS,
             keys: KEYS,
+            checks: &["position > 0", "seq_no > 0"],
         }
     }
 
@@ -367,6 +381,7 @@ impl Tables {
             table: self.positions(),
             columns: COLUMNS,
             keys: KEYS,
+            checks: &[],
         }
     }
 
@@ -404,13 +419,15 @@ impl Tables {
             table: self.snapshots(),
             columns: COLUMNS,
             keys: KEYS,
+            checks: &[],
         }
     }
 
     pub(crate) fn setup_snapshots_sql(&self) -> String {
-        let (schema, table, name) = (&self.schema, self.snapshots(), &self.snapshots);
+        let (table, name) = (self.snapshots(), &self.snapshots);
+        let create_schema = self.create_schema_sql();
         format!(
-            "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
+            "{create_schema}
              CREATE TABLE IF NOT EXISTS {table} (
                  type_name TEXT COLLATE \"C\" NOT NULL,
                  id        TEXT COLLATE \"C\" NOT NULL,

@@ -453,9 +453,27 @@ fn backend(error: Arc<PostgresError>) -> EventLogError {
 
 /// Answers each request from the actual last seq_no its entity had; whether
 /// any was written.
-fn reply_all(shared: &Shared, batch: Vec<AppendRequest>, actuals: Vec<SeqNo>) -> bool {
+fn reply_all(shared: &Shared, batch: Vec<AppendRequest>, actuals: Vec<Actual>) -> bool {
     let mut written = false;
     for (request, actual) in batch.into_iter().zip(actuals) {
+        let actual = match actual {
+            Ok(actual) => actual,
+            Err(stored) => {
+                let _ = request.reply.send(Err(EventLogError::Corrupt {
+                    backend: "postgres",
+                    location: format!(
+                        "table {}, entity {}/{}",
+                        shared.tables.events(),
+                        request.type_name,
+                        request.id
+                    ),
+                    reason: format!(
+                        "its last stored seq_no is {stored}; seq_nos start at 1 (nothing was written)"
+                    ),
+                }));
+                continue;
+            }
+        };
         let result = if actual == request.expected {
             written = true;
             let last = request.expected.add(request.events.len() as u64);
@@ -477,6 +495,11 @@ fn reply_all(shared: &Shared, batch: Vec<AppendRequest>, actuals: Vec<SeqNo>) ->
     }
     written
 }
+
+/// A request's entity's last stored seq_no before the write (the request
+/// was written iff it equals the expected one), or the stored value if it is
+/// not a seq_no (below 0: a row written behind the log's back).
+type Actual = Result<SeqNo, i64>;
 
 /// The statements of one write: [`transaction`] or [`fast_only`].
 type Statements<T> = for<'a> fn(
@@ -571,7 +594,7 @@ fn transaction<'a>(
     shared: &'a Shared,
     client: &'a Object,
     batch: &'a [AppendRequest],
-) -> BoxFuture<'a, Result<Vec<SeqNo>, tokio_postgres::Error>> {
+) -> BoxFuture<'a, Result<Vec<Actual>, tokio_postgres::Error>> {
     async move {
         match fast_path(shared, client, batch).await? {
             Some(actuals) => Ok(actuals),
@@ -588,7 +611,7 @@ fn fast_only<'a>(
     shared: &'a Shared,
     client: &'a Object,
     batch: &'a [AppendRequest],
-) -> BoxFuture<'a, Result<Option<Vec<SeqNo>>, tokio_postgres::Error>> {
+) -> BoxFuture<'a, Result<Option<Vec<Actual>>, tokio_postgres::Error>> {
     fast_path(shared, client, batch).boxed()
 }
 
@@ -597,7 +620,7 @@ async fn fast_path(
     shared: &Shared,
     client: &Object,
     batch: &[AppendRequest],
-) -> Result<Option<Vec<SeqNo>>, tokio_postgres::Error> {
+) -> Result<Option<Vec<Actual>>, tokio_postgres::Error> {
     let all_known = batch
         .iter()
         .all(|r| shared.predecessor_known(&r.type_name, &r.id, r.expected));
@@ -605,7 +628,7 @@ async fn fast_path(
         return Ok(None);
     }
     match fast_transaction(shared, client, batch).await {
-        Ok(()) => Ok(Some(batch.iter().map(|r| r.expected).collect())),
+        Ok(()) => Ok(Some(batch.iter().map(|r| Ok(r.expected)).collect())),
         Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) && !client.is_closed() => {
             debug!(%error, "an event already exists: the checking statement decides");
             Ok(None)
@@ -667,7 +690,7 @@ async fn checking_transaction(
     shared: &Shared,
     client: &Object,
     batch: &[AppendRequest],
-) -> Result<Vec<SeqNo>, tokio_postgres::Error> {
+) -> Result<Vec<Actual>, tokio_postgres::Error> {
     let statement = client.prepare_cached(&shared.sql.append).await?;
     let types: Vec<&str> = batch.iter().map(|r| r.type_name.as_str()).collect();
     let ids: Vec<&str> = batch.iter().map(|r| r.id.as_str()).collect();
@@ -704,12 +727,13 @@ async fn checking_transaction(
     let inserted: i64 = row.try_get(1)?;
     let mut expected_rows = 0_i64;
     let mut result = Vec::with_capacity(actuals.len());
-    for (request, actual) in batch.iter().zip(&actuals) {
-        let actual = SeqNo::from_i64(*actual).unwrap_or(SeqNo::ZERO);
-        if actual == request.expected {
+    for (request, &actual) in batch.iter().zip(&actuals) {
+        // Compared as the statement compared them: a negative stored seq_no
+        // is no match for any expected one, and not a seq_no.
+        if Some(actual) == request.expected.to_i64() {
             expected_rows += i64::try_from(request.events.len()).unwrap_or(i64::MAX);
         }
-        result.push(actual);
+        result.push(SeqNo::from_i64(actual).ok_or(actual));
     }
     if actuals.len() != batch.len() || inserted != expected_rows {
         // Cannot happen with the statement above; refuse to guess if it does.

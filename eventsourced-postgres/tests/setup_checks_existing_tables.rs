@@ -87,6 +87,8 @@ async fn setup_refuses_an_events_table_without_its_keys() {
         "column \"id\" has collation \"default\", not \"C\"",
         "no PRIMARY KEY or UNIQUE constraint on (type_name, id, seq_no)",
         "no PRIMARY KEY or UNIQUE constraint on (type_name, position)",
+        "no CHECK (position > 0)",
+        "no CHECK (seq_no > 0)",
     ] {
         assert!(
             differences.iter().any(|d| d.starts_with(expected)),
@@ -98,7 +100,7 @@ async fn setup_refuses_an_events_table_without_its_keys() {
         "a refused setup changes nothing"
     );
 
-    // Given the keys and column rules, the table is kept, and a stale
+    // Given the keys, checks and column rules, the table is kept, and a stale
     // append conflicts instead of writing a second event 2.
     db.raw()
         .await
@@ -106,7 +108,8 @@ async fn setup_refuses_an_events_table_without_its_keys() {
             "ALTER TABLE {t} ALTER type_name TYPE TEXT COLLATE \"C\", ALTER id TYPE TEXT COLLATE \"C\",
                  ALTER position SET NOT NULL, ALTER type_name SET NOT NULL, ALTER id SET NOT NULL,
                  ALTER seq_no SET NOT NULL, ALTER event SET NOT NULL,
-                 ADD PRIMARY KEY (type_name, id, seq_no), ADD UNIQUE (type_name, position)",
+                 ADD PRIMARY KEY (type_name, id, seq_no), ADD UNIQUE (type_name, position),
+                 ADD CHECK (position > 0), ADD CHECK (seq_no > 0)",
             t = log.tables().events()
         ))
         .await
