@@ -133,13 +133,21 @@ impl SqliteEventLog {
         // One file is one writer, whichever path (or hard link) names it. A
         // file removed or replaced since it was opened is another file now:
         // its writer refuses every commit, and this open gets a writer of its own.
+        // A log whose write-ahead log or index was removed still writes this
+        // file; a second writer here would share SQLite's in-process state of
+        // the removed index. So this open gets that log, which refuses every
+        // commit until all its handles are dropped.
         if let Some(inner) = open
             .iter()
             .filter_map(|(open_location, inner)| Some((open_location, inner.upgrade()?)))
             .find(|(open_location, inner)| {
                 let same_file = **open_location == location
                     || inner.opened.as_ref().is_some_and(|f| f.is_at(&location));
-                same_file && inner.opened.as_ref().is_none_or(|f| f.check().is_ok())
+                same_file
+                    && inner
+                        .opened
+                        .as_ref()
+                        .is_none_or(|f| f.check_database().is_ok())
             })
             .map(|(_, inner)| inner)
         {
@@ -257,7 +265,6 @@ impl fmt::Debug for SqliteEventLog {
 impl Inner {
     fn open(location: Location, config: SqliteConfig) -> Result<Inner, SqliteError> {
         let conn = schema::open_writer(&location, &config)?;
-        let opened = OpenedFile::of(&location)?;
         let head = last_position(&conn).map_err(|source| {
             schema::classify(
                 "read the last position of",
@@ -265,6 +272,9 @@ impl Inner {
                 source,
             )
         })?;
+        // After a read in WAL mode: the connection has its write-ahead log
+        // and index open, and keeps them as long as it lives.
+        let opened = OpenedFile::of(&location)?;
         let conn = Arc::new(Mutex::new(conn));
         let (requests, receiver) = mpsc::channel();
         let (head_sender, head) = watch::channel(head);

@@ -21,8 +21,8 @@ pub(crate) struct Readers {
     /// Bounds the connections open at once: a permit is held for as long as
     /// its blocking read runs, even if the caller's future is dropped.
     permits: Arc<Semaphore>,
-    /// The file the writer opened; `None` for `:memory:`. A read that finds
-    /// the path naming another file (or none) fails rather than answer from
+    /// The files the writer opened; `None` for `:memory:`. A read that finds
+    /// a path naming another file (or none) fails rather than answer from
     /// a file that no one else will see again.
     opened: Option<OpenedFile>,
 }
@@ -34,7 +34,8 @@ pub(crate) enum ReadFailure {
     Open(String, rusqlite::Error),
     /// The blocking task panicked or was cancelled.
     Task(String, tokio::task::JoinError),
-    /// The database file was removed or replaced since the log opened it.
+    /// The database file, its write-ahead log or the log's index was removed
+    /// or replaced since the log opened it.
     Replaced(String, String),
 }
 

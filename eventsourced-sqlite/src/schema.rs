@@ -169,15 +169,92 @@ pub(crate) fn open_writer(
     Ok(conn)
 }
 
-/// The database file as the writer opened it. SQLite goes on committing to
-/// a file that was removed (or replaced by a rename) while it is open, and
-/// those commits are gone once the process closes it; so the writer checks,
-/// after each commit and before it replies, that the path still names the
-/// file it opened.
+/// The files as the writer opened them: the database file and, beside it, the
+/// write-ahead log (`-wal`) and the shared-memory index of that log (`-shm`).
+///
+/// SQLite goes on committing to a file that was removed (or replaced by a
+/// rename) while it is open, and no one else sees those commits. A removed
+/// database file takes them along when the process closes it; a removed
+/// write-ahead log holds every commit not yet checkpointed, lost in a crash
+/// and invisible to other processes, which start a log of their own at the
+/// path; a removed index lets another process rebuild one of its own and
+/// overwrite this writer's frames. So the writer checks, before each batch
+/// and after each commit before it replies, that each path still names the
+/// file it opened, and readers check after each read.
+///
+/// SQLite itself never removes or replaces the `-wal` and `-shm` files of a
+/// database that a connection has open: every connection to a database in
+/// WAL mode holds a shared lock on the database file as long as it is open,
+/// and only a connection that gets an exclusive lock (the last one, as it
+/// closes) deletes them. Checkpoints, `journal_size_limit` and
+/// `wal_checkpoint(TRUNCATE)` rewind or truncate the log in place.
 #[derive(Debug, Clone)]
 pub(crate) struct OpenedFile {
     path: PathBuf,
     id: FileId,
+    wal: Companion,
+    shm: Companion,
+}
+
+/// A file SQLite keeps beside the database file while it is in WAL mode.
+#[derive(Debug, Clone)]
+struct Companion {
+    path: PathBuf,
+    id: FileId,
+    /// What the file is, for errors.
+    what: &'static str,
+    /// What a commit after it was removed or replaced would come to.
+    harm: &'static str,
+}
+
+impl Companion {
+    fn of(
+        database: &Path,
+        suffix: &str,
+        what: &'static str,
+        harm: &'static str,
+    ) -> Result<Companion, SqliteError> {
+        let path = companion(database, suffix);
+        let metadata = fs::metadata(&path).map_err(|source| SqliteError::Io {
+            operation: "read the metadata of",
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Companion {
+            id: file_id(&metadata),
+            path,
+            what,
+            harm,
+        })
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let changed = match fs::metadata(&self.path) {
+            Ok(metadata) if file_id(&metadata) == self.id => return Ok(()),
+            Ok(_) => "replaced",
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "removed",
+            Err(e) => {
+                return Err(format!(
+                    "cannot check that the {} {} is still there: {e}",
+                    self.what,
+                    self.path.display()
+                ));
+            }
+        };
+        Err(format!(
+            "the {} {} was {changed} since the log opened it; {}: close every handle of the log and open it anew",
+            self.what,
+            self.path.display(),
+            self.harm
+        ))
+    }
+}
+
+/// The path of the file SQLite keeps beside `database` with `suffix`.
+fn companion(database: &Path, suffix: &str) -> PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 /// What tells two files apart: device and inode on Unix; elsewhere only
@@ -196,7 +273,9 @@ fn file_id(_metadata: &fs::Metadata) -> FileId {
 }
 
 impl OpenedFile {
-    /// The file at `location` now; `None` for an in-memory database.
+    /// The files at `location` now; `None` for an in-memory database. Call
+    /// once the writer's connection has read the database in WAL mode, so
+    /// that it has its write-ahead log and index open.
     pub(crate) fn of(location: &Location) -> Result<Option<OpenedFile>, SqliteError> {
         let Location::File(path) = location else {
             return Ok(None);
@@ -209,6 +288,18 @@ impl OpenedFile {
         Ok(Some(OpenedFile {
             path: path.clone(),
             id: file_id(&metadata),
+            wal: Companion::of(
+                path,
+                "-wal",
+                "write-ahead log",
+                "commits would go to a file that other processes do not see and a crash loses",
+            )?,
+            shm: Companion::of(
+                path,
+                "-shm",
+                "write-ahead log index",
+                "other processes would not see commits and could overwrite them",
+            )?,
         }))
     }
 
@@ -220,8 +311,9 @@ impl OpenedFile {
         fs::metadata(path).is_ok_and(|metadata| file_id(&metadata) == self.id)
     }
 
-    /// `Err` with the reason if the path no longer names the opened file.
-    pub(crate) fn check(&self) -> Result<(), String> {
+    /// `Err` with the reason if the path no longer names the opened
+    /// database file.
+    pub(crate) fn check_database(&self) -> Result<(), String> {
         match fs::metadata(&self.path) {
             Ok(metadata) if file_id(&metadata) == self.id => Ok(()),
             Ok(_) => Err(
@@ -234,6 +326,16 @@ impl OpenedFile {
             ),
             Err(e) => Err(format!("cannot check that the database file is still there: {e}")),
         }
+    }
+
+    /// `Err` with the reason if a path no longer names the opened file: the
+    /// database file, its write-ahead log or the log's index. Three `stat`
+    /// calls, no file opened (closing a descriptor of a file would release
+    /// the locks SQLite holds on it in this process).
+    pub(crate) fn check(&self) -> Result<(), String> {
+        self.check_database()?;
+        self.wal.check()?;
+        self.shm.check()
     }
 }
 
@@ -294,9 +396,7 @@ fn check_header(path: &Path) -> Result<(), SqliteError> {
     // While a write-ahead log holds frames, the main file may legitimately be
     // shorter than its header says (a checkpoint was interrupted); SQLite
     // completes it. Without one, the header's size is the truth.
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    let wal_len = fs::metadata(PathBuf::from(wal)).map_or(0, |m| m.len());
+    let wal_len = fs::metadata(companion(path, "-wal")).map_or(0, |m| m.len());
     let be32 = |at: usize| {
         u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
     };

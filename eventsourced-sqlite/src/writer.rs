@@ -23,6 +23,12 @@ const MAX_LINGER: Duration = Duration::from_millis(2);
 const LINGER_STEP: Duration = Duration::from_micros(50);
 /// A pause after which the writer does not wait for more requests.
 const IDLE: Duration = Duration::from_millis(20);
+/// How long a passed check of the files vouches for them before the next
+/// batch (see [`OpenedFile`]). Batches that follow one another closely are
+/// checked once, after each commit; a batch after a pause is checked before
+/// it is written too, so that one sent after the files went away is refused
+/// without writing anything.
+const RECHECK_AFTER: Duration = Duration::from_millis(1);
 /// The most entities whose last seq_no the writer remembers.
 const SEQ_NO_CACHE: usize = 100_000;
 
@@ -190,6 +196,8 @@ pub(crate) fn run(
     let mut active = 0;
     let mut last_commit = Duration::ZERO;
     let mut seq_nos = SeqNoCache::default();
+    // When the files last passed the check.
+    let mut checked: Option<Instant> = None;
     loop {
         if batch.is_empty() {
             let waiting = Instant::now();
@@ -214,15 +222,27 @@ pub(crate) fn run(
         let committing = batch.len();
         let started = Instant::now();
         let conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let committed = commit(&conn, &batch, &mut outcomes, &location, &mut seq_nos)
-            .map_err(|error| Failure::new(&error))
-            .and_then(|position| match opened.as_ref().map(OpenedFile::check) {
-                Some(Err(reason)) => Err(Failure {
-                    reason,
-                    corrupt: false,
-                }),
-                _ => Ok(position),
-            });
+        // Before: a batch for files that went away is refused unwritten.
+        // After, before any reply: a file may go away during the commit too,
+        // and only this check keeps such a commit from being acknowledged.
+        let vouched = checked
+            .take()
+            .is_some_and(|at| at.elapsed() < RECHECK_AFTER);
+        let committed = (if vouched {
+            Ok(())
+        } else {
+            check_files(opened.as_ref())
+        })
+        .and_then(|()| {
+            commit(&conn, &batch, &mut outcomes, &location, &mut seq_nos)
+                .map_err(|error| Failure::new(&error))
+        })
+        .and_then(|position| {
+            let at = Instant::now();
+            check_files(opened.as_ref())?;
+            checked = Some(at);
+            Ok(position)
+        });
         drop(conn);
         last_commit = started.elapsed();
         // Callers that queued during the commit are active too. Count them
@@ -258,6 +278,17 @@ pub(crate) fn run(
         // What queued during the commit, and since, starts the next batch.
         std::mem::swap(&mut batch, &mut next);
         drain(&requests, &mut batch, max_batch);
+    }
+}
+
+/// `Err` if a path no longer names the file the writer opened.
+fn check_files(opened: Option<&OpenedFile>) -> Result<(), Failure> {
+    match opened.map(OpenedFile::check) {
+        Some(Err(reason)) => Err(Failure {
+            reason,
+            corrupt: false,
+        }),
+        _ => Ok(()),
     }
 }
 
