@@ -521,35 +521,23 @@ fn child_deletes_its_wal_then_crashes() {
     runtime.block_on(async {
         let db = PathBuf::from(db);
         let log = SqliteEventLog::open(&db).expect("open");
-        let mut rounds = 0;
-        write_rounds(
-            &journal,
-            1,
-            2,
-            || {
-                rounds += 1;
-                rounds <= 5
-            },
-            || spawn(&log, "a"),
-        )
-        .await;
+        five_rounds(&journal, &log, 1).await;
         for suffix in ["-wal", "-shm"] {
             fs::remove_file(companion(&db, suffix)).expect("remove the wal");
         }
-        let mut rounds = 0;
-        write_rounds(
-            &journal,
-            2,
-            2,
-            || {
-                rounds += 1;
-                rounds <= 5
-            },
-            || spawn(&log, "a"),
-        )
-        .await;
+        five_rounds(&journal, &log, 2).await;
     });
     std::process::abort();
+}
+
+/// Five rounds of two commands to entity `a`, as writer `tag`.
+async fn five_rounds(journal: &Journal, log: &SqliteEventLog, tag: u64) {
+    let mut rounds = 0;
+    let keep_going = || {
+        rounds += 1;
+        rounds <= 5
+    };
+    write_rounds(journal, tag, 2, keep_going, || spawn(log, "a")).await;
 }
 
 /// Nothing acknowledged after the -wal file was deleted is lost in a crash:
