@@ -14,6 +14,9 @@ use std::{
 use tokio::{sync::mpsc, task::JoinHandle};
 use tracing::debug;
 
+/// How long releasing the lease waits for its row to be deleted.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// A lease across processes sharing a SQLite file: a row in
 /// `projection_leases` with an owner and an expiry time.
 ///
@@ -105,9 +108,11 @@ impl SqliteLease {
         };
         self.check().map_err(lease_err)?;
         let path = self.path.clone();
+        let ttl = self.ttl;
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection, ProjectionError> {
             let conn = Connection::open(&path).map_err(sql_err("open the lease file"))?;
-            conn.busy_timeout(Duration::from_secs(10))
+            // A renewal that waits longer for a lock than the lease lasts is moot.
+            conn.busy_timeout((ttl / 5).min(Duration::from_secs(5)))
                 .map_err(sql_err("set the busy timeout"))?;
             conn.execute_batch(
                 "CREATE TABLE IF NOT EXISTS projection_leases (
@@ -272,7 +277,9 @@ impl Hold {
     async fn release(mut self) {
         self.renew.abort();
         let delete = self.delete();
-        let _ = tokio::task::spawn_blocking(delete).await;
+        // Bounded: a lock someone else holds must not hold up `stop()`; the
+        // row expires after the ttl if the delete does not get through.
+        let _ = tokio::time::timeout(RELEASE_TIMEOUT, tokio::task::spawn_blocking(delete)).await;
         self.released = true;
     }
 

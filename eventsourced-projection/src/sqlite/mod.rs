@@ -25,7 +25,10 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use std::{
     fmt,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -35,6 +38,51 @@ pub use lease::SqliteLease;
 pub use rusqlite;
 
 const BACKEND: &str = "sqlite";
+
+/// How long a statement waits for another connection's write lock before it
+/// fails (and the projection restarts): short enough that `stop()` is not
+/// held up for long by a lock someone else holds.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether a handler's error is SQLite failing, not the handler refusing the
+/// event: a full disk, an I/O error, a lock held past the busy timeout, a
+/// read-only file. The batch is then tried again after a restart; the error
+/// strategy, which may skip the event, does not apply.
+fn storage_failed(error: &HandlerError) -> bool {
+    use rusqlite::ErrorCode;
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error.as_error());
+    while let Some(error) = next {
+        if let Some(code) = error
+            .downcast_ref::<rusqlite::Error>()
+            .and_then(rusqlite::Error::sqlite_error_code)
+            && matches!(
+                code,
+                ErrorCode::DiskFull
+                    | ErrorCode::SystemIoFailure
+                    | ErrorCode::DatabaseBusy
+                    | ErrorCode::DatabaseLocked
+                    | ErrorCode::ReadOnly
+                    | ErrorCode::CannotOpen
+                    | ErrorCode::OutOfMemory
+            )
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    false
+}
+
+/// Set when the future of a batch is dropped (a stop gave up waiting): the
+/// blocking transaction, which goes on regardless, then rolls back instead
+/// of committing behind the stopped projection's back.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
 
 fn sql_err(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> ProjectionError {
     move |e| ProjectionError::offset_store(BACKEND, operation, e)
@@ -130,7 +178,7 @@ impl SqliteOffsetStore {
         let open_path = path.clone();
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection, ProjectionError> {
             let conn = Connection::open(&open_path).map_err(sql_err("open the file"))?;
-            conn.busy_timeout(Duration::from_secs(10))
+            conn.busy_timeout(BUSY_TIMEOUT)
                 .map_err(sql_err("set the busy timeout"))?;
             conn.pragma_update(None, "journal_mode", "WAL")
                 .map_err(sql_err("enable WAL"))?;
@@ -424,15 +472,37 @@ impl<H: SqliteHandler> ProjectionSink for SqliteExactlyOnce<H> {
     ) -> Result<(), BatchError> {
         let (conn, handler) = (self.store.conn.clone(), self.handler.clone());
         let (name, expected, offset) = (name.to_owned(), self.expected, batch.offset());
-        tokio::task::spawn_blocking(move || -> Result<(), BatchError> {
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let guard = CancelOnDrop(cancelled.clone());
+        let abandoned = || {
+            BatchError::Store(ProjectionError::offset_store(
+                BACKEND,
+                "handle a batch",
+                "the projection stopped waiting for the batch; rolled back",
+            ))
+        };
+        let handled = tokio::task::spawn_blocking(move || -> Result<(), BatchError> {
             let mut conn = lock(&conn);
             let mut handler = lock(&handler);
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sql_err("begin a transaction"))?;
+            // Dropping the transaction rolls it back.
             for (index, event) in batch.events().iter().enumerate() {
+                if cancelled.load(Ordering::SeqCst) {
+                    return Err(abandoned());
+                }
                 if let Err(error) = handler.handle(&tx, event) {
-                    // Dropping the transaction rolls it back.
+                    if storage_failed(&error) {
+                        return Err(BatchError::Store(ProjectionError::offset_store(
+                            BACKEND,
+                            "handle a batch",
+                            format!(
+                                "SQLite failed in the handler, so nothing of the batch is committed: {}",
+                                crate::error::chain(error.as_error())
+                            ),
+                        )));
+                    }
                     return Err(BatchError::Handler {
                         index,
                         error,
@@ -441,11 +511,15 @@ impl<H: SqliteHandler> ProjectionSink for SqliteExactlyOnce<H> {
                 }
             }
             store_offset_checked(&tx, &name, expected, offset)?;
+            if cancelled.load(Ordering::SeqCst) {
+                return Err(abandoned());
+            }
             tx.commit().map_err(sql_err("commit"))?;
             Ok(())
         })
-        .await
-        .map_err(|e| ProjectionError::offset_store(BACKEND, "handle a batch", e))??;
+        .await;
+        drop(guard);
+        handled.map_err(|e| ProjectionError::offset_store(BACKEND, "handle a batch", e))??;
         self.expected = Some(offset);
         Ok(())
     }
@@ -546,7 +620,7 @@ impl SqliteLag {
                     | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )
             .map_err(sql_err("open the file for lag queries"))?;
-            conn.busy_timeout(Duration::from_secs(10))
+            conn.busy_timeout(BUSY_TIMEOUT)
                 .map_err(sql_err("set the busy timeout"))?;
             Ok(conn)
         })
