@@ -9,7 +9,7 @@ mod support;
 use bytes::Bytes;
 use eventsourced::testkit::{
     counter::{Counter, Get},
-    writers::{HANG, Journal, check_stored, run_test_in_child, write_rounds},
+    writers::{HANG, Journal, check_stored, child_writer, kill_writers, write_rounds},
 };
 use eventsourced::{EventLog, EventSourcedExt, SeqNo, SerdeJson};
 use eventsourced_nats::{NatsConfig, NatsEventLog, NatsSnapshotStore};
@@ -21,8 +21,6 @@ use tokio::time::timeout;
 const CHILD_URL: &str = "ZZ_NATS_KILLED_WRITER_URL";
 const CHILD_BUCKET: &str = "ZZ_NATS_KILLED_WRITER_BUCKET";
 const CHILD_ID: &str = "ZZ_NATS_KILLED_WRITER_ID";
-const CHILD_JOURNAL: &str = "ZZ_NATS_KILLED_WRITER_JOURNAL";
-const CHILD_TAG: &str = "ZZ_NATS_KILLED_WRITER_TAG";
 const RUN_FOR: Duration = Duration::from_secs(6);
 
 fn config(url: &str, bucket: &str) -> NatsConfig {
@@ -55,17 +53,14 @@ async fn write(
 #[test]
 fn child_process_writer() {
     let var = |name| std::env::var(name).ok();
-    let (Some(url), Some(bucket), Some(id), Some(journal), Some(tag)) = (
+    let (Some(url), Some(bucket), Some(id), Some((journal, tag))) = (
         var(CHILD_URL),
         var(CHILD_BUCKET),
         var(CHILD_ID),
-        var(CHILD_JOURNAL),
-        var(CHILD_TAG),
+        child_writer(),
     ) else {
         return;
     };
-    let journal = Journal::to_file(journal).expect("create the child's journal");
-    let tag = tag.parse().expect("a tag");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(write(config(&url, &bucket), &id, &journal, tag, || true));
 }
@@ -97,46 +92,19 @@ async fn killed_writer_processes_lose_no_acknowledged_event() {
             journal
         }
     });
-    // Writer processes, one after the other, each killed after 0.3–1.2 s.
-    let started = Instant::now();
-    let mut journals = vec![];
-    let mut tag: u64 = 100;
-    while started.elapsed() < RUN_FOR - Duration::from_millis(500) {
-        tag += 1;
-        let path = dir.path().join(format!("child-{tag}.journal"));
-        let mut child = run_test_in_child(
-            "child_process_writer",
-            &[
-                (CHILD_URL, server.url().as_str()),
-                (CHILD_BUCKET, bucket.as_str()),
-                (CHILD_ID, id.as_str()),
-                (CHILD_JOURNAL, path.to_str().expect("a UTF-8 path")),
-                (CHILD_TAG, &tag.to_string()),
-            ],
-        )
-        .expect("start a child");
-        let lifetime = 300 + tag * 7919 % 900;
-        tokio::time::sleep(Duration::from_millis(lifetime)).await;
-        child.kill().expect("kill -9 the child");
-        let status = tokio::task::spawn_blocking(move || child.wait())
-            .await
-            .expect("join")
-            .expect("wait for the child");
-        assert!(!status.success(), "the child ended before it was killed");
-        journals.push(path);
-    }
+    let children = RUN_FOR - Duration::from_millis(500);
+    let url = server.url();
+    let env = [
+        (CHILD_URL, url.as_str()),
+        (CHILD_BUCKET, bucket.as_str()),
+        (CHILD_ID, id.as_str()),
+    ];
+    let killed = kill_writers("child_process_writer", &env, dir.path(), children).await;
     let journal = timeout(Duration::from_secs(60), parent)
         .await
         .expect("the parent's writer hung")
         .expect("the parent's writer");
-    let mut children_wrote = 0;
-    for path in &journals {
-        // A child killed before its runtime started has no journal yet.
-        if let Ok(child) = Journal::read(path) {
-            children_wrote += usize::from(!child.acknowledged().is_empty());
-            journal.merge(&child);
-        }
-    }
+    journal.merge(&killed.journal);
 
     let stored: Vec<(SeqNo, Bytes)> = timeout(
         HANG,
@@ -146,18 +114,19 @@ async fn killed_writer_processes_lose_no_acknowledged_event() {
     .await
     .expect("read hung")
     .expect("read");
-    let in_flight = journal.sent().len()
-        - journal.acknowledged().len()
-        - journal.refused().len()
-        - journal.failed().len();
     eprintln!(
-        "{} children ({children_wrote} acknowledged something), stored {}, {}, in flight when killed {in_flight}",
-        journals.len(),
+        "{} children ({} acknowledged something), stored {}, {}, in flight when killed {}",
+        killed.children,
+        killed.acknowledged_something,
         stored.len(),
-        journal.summary()
+        journal.summary(),
+        journal.in_flight()
     );
     let expected = check_stored(&journal, &stored);
-    assert!(children_wrote > 0, "no child got an event acknowledged");
+    assert!(
+        killed.acknowledged_something > 0,
+        "no child got an event acknowledged"
+    );
     assert!(!journal.refused().is_empty(), "the writers never raced");
     assert_eq!(journal.failed(), Vec::<u64>::new(), "the server stayed up");
 

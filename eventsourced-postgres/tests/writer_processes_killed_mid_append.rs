@@ -9,19 +9,16 @@ mod support;
 
 use eventsourced::testkit::{
     counter::{Counter, Get},
-    writers::{HANG, Journal, check_stored, run_test_in_child, write_rounds},
+    writers::{HANG, Journal, check_stored, child_writer, kill_writers, write_rounds},
 };
 use eventsourced::{EventLog, EventSourcedExt, SeqNo, SerdeJson};
 use eventsourced_postgres::{PostgresConfig, PostgresEventLog, PostgresSnapshotStore};
 use futures::TryStreamExt;
-use rand::Rng;
 use std::time::{Duration, Instant};
 use support::{TestDb, database_url};
 use tokio::time::timeout;
 
 const CHILD_SCHEMA: &str = "ZZ_PG_KILLED_WRITER_SCHEMA";
-const CHILD_JOURNAL: &str = "ZZ_PG_KILLED_WRITER_JOURNAL";
-const CHILD_TAG: &str = "ZZ_PG_KILLED_WRITER_TAG";
 const RUN_FOR: Duration = Duration::from_secs(6);
 
 async fn open(config: PostgresConfig) -> (PostgresEventLog, PostgresSnapshotStore) {
@@ -51,21 +48,15 @@ async fn write(
 /// The child: writes until it is killed. Runs only when started by the parent.
 #[test]
 fn child_process_writer() {
-    let (Ok(schema), Ok(journal), Ok(tag)) = (
-        std::env::var(CHILD_SCHEMA),
-        std::env::var(CHILD_JOURNAL),
-        std::env::var(CHILD_TAG),
-    ) else {
+    let (Ok(schema), Some((journal, tag))) = (std::env::var(CHILD_SCHEMA), child_writer()) else {
         return;
     };
-    let journal = Journal::to_file(journal).expect("create the child's journal");
     let mut config = PostgresConfig::from_url(&database_url()).expect("DATABASE_URL");
     config.schema = schema;
     config.pool_size = 2;
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let (log, store) = open(config).await;
-        let tag = tag.parse().expect("a tag");
         write(&log, &store, &journal, tag, || true).await;
     });
 }
@@ -86,44 +77,14 @@ async fn killed_writer_processes_lose_no_acknowledged_event() {
             journal
         }
     });
-    // Writer processes, one after the other, each killed after 0.3–1.2 s.
-    let started = Instant::now();
-    let mut journals = vec![];
-    let mut tag = 100;
-    while started.elapsed() < RUN_FOR - Duration::from_millis(500) {
-        tag += 1;
-        let path = dir.path().join(format!("child-{tag}.journal"));
-        let mut child = run_test_in_child(
-            "child_process_writer",
-            &[
-                (CHILD_SCHEMA, db.config.schema.as_str()),
-                (CHILD_JOURNAL, path.to_str().expect("a UTF-8 path")),
-                (CHILD_TAG, &tag.to_string()),
-            ],
-        )
-        .expect("start a child");
-        let lifetime = rand::rng().random_range(300..1200);
-        tokio::time::sleep(Duration::from_millis(lifetime)).await;
-        child.kill().expect("kill -9 the child");
-        let status = tokio::task::spawn_blocking(move || child.wait())
-            .await
-            .expect("join")
-            .expect("wait for the child");
-        assert!(!status.success(), "the child ended before it was killed");
-        journals.push(path);
-    }
+    let children = RUN_FOR - Duration::from_millis(500);
+    let env = [(CHILD_SCHEMA, db.config.schema.as_str())];
+    let killed = kill_writers("child_process_writer", &env, dir.path(), children).await;
     let journal = timeout(Duration::from_secs(60), parent)
         .await
         .expect("the parent's writer hung")
         .expect("the parent's writer");
-    let mut children_wrote = 0;
-    for path in &journals {
-        // A child killed before its runtime started has no journal yet.
-        if let Ok(child) = Journal::read(path) {
-            children_wrote += usize::from(!child.acknowledged().is_empty());
-            journal.merge(&child);
-        }
-    }
+    journal.merge(&killed.journal);
 
     let stored: Vec<(SeqNo, bytes::Bytes)> = timeout(
         HANG,
@@ -133,18 +94,19 @@ async fn killed_writer_processes_lose_no_acknowledged_event() {
     .await
     .expect("read hung")
     .expect("read");
-    let in_flight = journal.sent().len()
-        - journal.acknowledged().len()
-        - journal.refused().len()
-        - journal.failed().len();
     eprintln!(
-        "{} children ({children_wrote} acknowledged something), stored {}, {}, in flight when killed {in_flight}",
-        journals.len(),
+        "{} children ({} acknowledged something), stored {}, {}, in flight when killed {}",
+        killed.children,
+        killed.acknowledged_something,
         stored.len(),
-        journal.summary()
+        journal.summary(),
+        journal.in_flight()
     );
     let expected = check_stored(&journal, &stored);
-    assert!(children_wrote > 0, "no child got an event acknowledged");
+    assert!(
+        killed.acknowledged_something > 0,
+        "no child got an event acknowledged"
+    );
     assert!(!journal.refused().is_empty(), "the writers never raced");
     assert_eq!(journal.failed(), Vec::<u64>::new(), "the server stayed up");
 

@@ -48,10 +48,10 @@ use std::{
     fs::File,
     future::Future,
     io::{self, Write},
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command},
     sync::{Mutex, MutexGuard},
-    time::Duration,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 use tokio::time::timeout;
 
@@ -370,6 +370,22 @@ impl Journal {
         )
     }
 
+    /// How many values were sent without a later record: commands of a
+    /// writer killed while it waited for them.
+    ///
+    /// ```
+    /// use eventsourced::testkit::writers::{Journal, Told};
+    /// let journal = Journal::new();
+    /// journal.record(5, Told::Sent);
+    /// journal.record(6, Told::Sent);
+    /// journal.record(6, Told::Refused);
+    /// assert_eq!(journal.in_flight(), 1);
+    /// ```
+    pub fn in_flight(&self) -> usize {
+        let outcomes = self.acknowledged().len() + self.refused().len() + self.failed().len();
+        self.sent().len().saturating_sub(outcomes)
+    }
+
     fn values(&self, kind: Told) -> Vec<u64> {
         let records = self.lock();
         let values = records.told.iter().filter(|(_, told)| *told == kind);
@@ -570,4 +586,96 @@ pub fn run_test_in_child(name: &str, env: &[(&str, &str)]) -> io::Result<Child> 
     command.args(["--exact", name, "--nocapture", "--test-threads=1"]);
     command.envs(env.iter().copied());
     command.spawn()
+}
+
+/// The variable naming a killed writer's journal file (see [`kill_writers`]).
+pub const CHILD_JOURNAL: &str = "EVENTSOURCED_TESTKIT_CHILD_JOURNAL";
+
+/// The variable holding a killed writer's tag (see [`kill_writers`]).
+pub const CHILD_TAG: &str = "EVENTSOURCED_TESTKIT_CHILD_TAG";
+
+/// In a writer process started by [`kill_writers`]: its journal (mirrored to
+/// its file) and its tag. `None` in any other process, where the child test
+/// should return at once.
+///
+/// ```
+/// // Not started by kill_writers: nothing to do.
+/// assert!(eventsourced::testkit::writers::child_writer().is_none());
+/// ```
+pub fn child_writer() -> Option<(Journal, u64)> {
+    let path = std::env::var(CHILD_JOURNAL).ok()?;
+    let tag = std::env::var(CHILD_TAG).ok()?.parse().ok()?;
+    let journal = Journal::to_file(path).expect("create the child's journal");
+    Some((journal, tag))
+}
+
+/// What [`kill_writers`] reports.
+#[derive(Debug)]
+pub struct KilledWriters {
+    /// The records of every child, merged.
+    pub journal: Journal,
+    /// How many children were started (and killed).
+    pub children: usize,
+    /// How many of them got at least one event acknowledged.
+    pub acknowledged_something: usize,
+}
+
+/// Starts the test `child_test` of this binary as a writer process again and
+/// again, one after the other, for `run_for`, and kills each with `kill -9`
+/// after 0.3 to 1.2 s. Each child gets `env`, plus [`CHILD_JOURNAL`] (a file
+/// in `dir`) and [`CHILD_TAG`] (101, 102, …): it starts with
+/// [`child_writer`] and writes until it is killed. Returns their merged
+/// journals.
+///
+/// ```no_run
+/// # async fn f(dir: &std::path::Path) {
+/// use eventsourced::testkit::writers::kill_writers;
+/// use std::time::Duration;
+///
+/// // In a test binary with a test `child_process_writer` that calls `child_writer()`:
+/// let killed = kill_writers("child_process_writer", &[("DB", "/tmp/x.db")], dir, Duration::from_secs(5)).await;
+/// assert!(killed.acknowledged_something > 0);
+/// # }
+/// ```
+pub async fn kill_writers(
+    child_test: &str,
+    env: &[(&str, &str)],
+    dir: &Path,
+    run_for: Duration,
+) -> KilledWriters {
+    let started = Instant::now();
+    let mut journals: Vec<PathBuf> = vec![];
+    while started.elapsed() < run_for {
+        let tag = 101 + journals.len() as u64;
+        let path = dir.join(format!("child-{tag}.journal"));
+        let mut vars = env.to_vec();
+        let (path_text, tag_text) = (path.to_str().expect("a UTF-8 path"), tag.to_string());
+        vars.extend([(CHILD_JOURNAL, path_text), (CHILD_TAG, tag_text.as_str())]);
+        let mut child = run_test_in_child(child_test, &vars).expect("start a child");
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        tokio::time::sleep(Duration::from_millis(300 + u64::from(nanos) % 900)).await;
+        child.kill().expect("kill -9 the child");
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .expect("join")
+            .expect("wait for the child");
+        assert!(!status.success(), "the child ended before it was killed");
+        journals.push(path);
+    }
+    let journal = Journal::new();
+    let mut acknowledged_something = 0;
+    for path in &journals {
+        // A child killed before its runtime started has no journal yet.
+        if let Ok(child) = Journal::read(path) {
+            acknowledged_something += usize::from(!child.acknowledged().is_empty());
+            journal.merge(&child);
+        }
+    }
+    KilledWriters {
+        journal,
+        children: journals.len(),
+        acknowledged_something,
+    }
 }
