@@ -200,6 +200,69 @@ impl Fixture {
         }
     }
 
+    /// Spawns the entity and has `values` acknowledged one by one.
+    async fn spawn_with(
+        &self,
+        values: impl IntoIterator<Item = u64>,
+        acked: &str,
+    ) -> EntityRef<Tally> {
+        let entity = self.spawn().await.expect("spawn");
+        for n in values {
+            send(&entity, n).await.expect(acked);
+        }
+        entity
+    }
+
+    /// Like `spawn_with`, then waits for a snapshot at seq_no 3 or later.
+    async fn spawn_with_snapshot(
+        &self,
+        values: impl IntoIterator<Item = u64>,
+        acked: &str,
+    ) -> EntityRef<Tally> {
+        let entity = self.spawn_with(values, acked).await;
+        self.snapshot_at_least(3).await;
+        entity
+    }
+
+    /// Spawns the entity, has event 1 acknowledged, then changes the
+    /// stream's config as an operator would.
+    async fn spawn_one_then_update(
+        &self,
+        change: impl FnOnce(&mut jetstream::stream::Config),
+    ) -> EntityRef<Tally> {
+        let entity = self.spawn_with([1], "acked").await;
+        self.update_stream(change).await;
+        entity
+    }
+
+    /// Spawns the entity again and returns its state.
+    async fn respawned_state(&self, what: &str) -> Tally {
+        let again = self.spawn().await.expect(what);
+        timeout(HANG, again.handle_command(Get))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Deletes the stream, then has `setup()` create it again.
+    async fn recreate_stream(&self) {
+        self.delete_stream().await;
+        self.log.setup().await.expect("setup recreates the stream");
+    }
+
+    /// The entity has no events: none to read, `last_seq_no` is zero.
+    async fn assert_no_events(&self, why: &str) {
+        assert!(self.stored(&self.id).await.is_empty(), "{why}");
+        assert_eq!(
+            self.log
+                .last_seq_no(Tally::TYPE_NAME, &self.id)
+                .await
+                .unwrap(),
+            SeqNo::ZERO
+        );
+    }
+
     async fn stored(&self, id: &str) -> Vec<u64> {
         let events: Vec<(SeqNo, Bytes)> = timeout(
             HANG,
@@ -272,6 +335,37 @@ fn append_failed<T: std::fmt::Debug>(
     text
 }
 
+/// Every result of one failed batch is a failed append naming all of
+/// `needles`, all with the same cause, and the entity stays stopped with
+/// it; returns the cause.
+async fn failed_and_stopped<T: std::fmt::Debug>(
+    entity: &EntityRef<Tally>,
+    results: &[Result<T, HandleCommandError>],
+    needles: &[&str],
+    what: &str,
+) -> String {
+    let first = append_failed(&results[0], needles);
+    eprintln!("{what}: {first}");
+    for result in results {
+        let text = append_failed(result, &[]);
+        assert_eq!(text, first, "the commands of one failure got other causes");
+    }
+    stays_stopped_with(entity, &first).await;
+    first
+}
+
+/// Sends `values` as one batch, which must fail as `failed_and_stopped`
+/// says; returns the cause.
+async fn batch_fails_and_stops(
+    entity: &EntityRef<Tally>,
+    values: impl IntoIterator<Item = u64>,
+    needles: &[&str],
+    what: &str,
+) -> String {
+    let results = send_all(entity, values).await;
+    failed_and_stopped(entity, &results, needles, what).await
+}
+
 /// Every later send on every clone returns the same cause.
 async fn stays_stopped_with(entity: &EntityRef<Tally>, cause: &str) {
     for e in [entity.clone(), entity.clone()] {
@@ -293,24 +387,18 @@ async fn stays_stopped_with(entity: &EntityRef<Tally>, cause: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deleted_stream_fails_the_whole_batch_readably_and_stops_the_entity() {
     let f = fixture().await;
-    let entity = f.spawn().await.expect("spawn");
-    for n in 1..=4 {
-        send(&entity, n).await.expect("acked before the deletion");
-    }
-    f.snapshot_at_least(3).await;
+    let entity = f
+        .spawn_with_snapshot(1..=4, "acked before the deletion")
+        .await;
     f.delete_stream().await;
 
-    let results = send_all(&entity, 10..15).await;
-    let first = append_failed(
-        &results[0],
+    batch_fails_and_stops(
+        &entity,
+        10..15,
         &["no JetStream stream stores subject", "setup"],
-    );
-    eprintln!("deleted stream, command error: {first}");
-    for result in &results {
-        let text = append_failed(result, &[]);
-        assert_eq!(text, first, "the commands of one failure got other causes");
-    }
-    stays_stopped_with(&entity, &first).await;
+        "deleted stream, command error",
+    )
+    .await;
 
     // The bucket keeps working and still holds the acknowledged state.
     let (seq_no, bytes) = f.snapshot_at_least(3).await;
@@ -329,11 +417,7 @@ async fn deleted_stream_fails_the_whole_batch_readably_and_stops_the_entity() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn spawning_after_the_stream_is_deleted_is_a_readable_read_error() {
     let f = fixture().await;
-    let entity = f.spawn().await.expect("spawn");
-    for n in 1..=3 {
-        send(&entity, n).await.expect("acked");
-    }
-    f.snapshot_at_least(3).await;
+    let entity = f.spawn_with_snapshot(1..=3, "acked").await;
     drop(entity);
     f.delete_stream().await;
 
@@ -355,13 +439,8 @@ async fn spawning_after_the_stream_is_deleted_is_a_readable_read_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_setup_recreates_a_deleted_stream_nothing_is_written_past_a_missing_history() {
     let f = fixture().await;
-    let entity = f.spawn().await.expect("spawn");
-    for n in 1..=4 {
-        send(&entity, n).await.expect("acked");
-    }
-    f.snapshot_at_least(3).await;
-    f.delete_stream().await;
-    f.log.setup().await.expect("setup recreates the stream");
+    let entity = f.spawn_with_snapshot(1..=4, "acked").await;
+    f.recreate_stream().await;
 
     // The entity that ran across the deletion: its next append must not
     // write seq_no 5 onto a subject that now holds nothing.
@@ -372,11 +451,7 @@ async fn after_setup_recreates_a_deleted_stream_nothing_is_written_past_a_missin
         matches!(error, HandleCommandError::AppendFailed { .. }),
         "{error:?}"
     );
-    assert!(f.stored(&f.id).await.is_empty(), "written past a gap");
-    assert_eq!(
-        f.log.last_seq_no(Tally::TYPE_NAME, &f.id).await.unwrap(),
-        SeqNo::ZERO
-    );
+    f.assert_no_events("written past a gap").await;
 
     // A respawn sees the snapshot ahead of the (recreated) log: typed.
     let error = f
@@ -407,29 +482,22 @@ async fn stream_at_max_msgs_refuses_the_batch_readably_and_loses_nothing() {
         c.discard = DiscardPolicy::New;
     })
     .await;
-    let entity = f.spawn().await.expect("spawn");
-    for n in 1..=3 {
-        send(&entity, n).await.expect("room for three messages");
-    }
-    f.snapshot_at_least(3).await;
+    let entity = f
+        .spawn_with_snapshot(1..=3, "room for three messages")
+        .await;
 
-    let results = send_all(&entity, 10..15).await;
-    let first = append_failed(&results[0], &["maximum messages", "subject"]);
-    eprintln!("max_msgs: {first}");
-    for result in &results {
-        assert_eq!(append_failed(result, &[]), first);
-    }
-    stays_stopped_with(&entity, &first).await;
+    batch_fails_and_stops(
+        &entity,
+        10..15,
+        &["maximum messages", "subject"],
+        "max_msgs",
+    )
+    .await;
 
     assert_eq!(f.stored(&f.id).await, vec![1, 2, 3], "acknowledged events");
     let (seq_no, _) = f.snapshot_at_least(3).await;
     assert_eq!(seq_no, SeqNo::new(3), "a snapshot of a refused append");
-    let again = f.spawn().await.expect("respawn from snapshot + log");
-    let state = timeout(HANG, again.handle_command(Get))
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let state = f.respawned_state("respawn from snapshot + log").await;
     assert_eq!((state.count, state.sum), (3, 6));
 }
 
@@ -448,16 +516,15 @@ async fn stream_at_max_bytes_from_the_config_refuses_the_append_readably() {
         }
         assert!(acked.len() < 100, "max-bytes never refused an append");
     };
-    let text = append_failed(&error, &["maximum bytes", "subject"]);
-    eprintln!("max_bytes after {} appends: {text}", acked.len());
-    stays_stopped_with(&entity, &text).await;
+    failed_and_stopped(
+        &entity,
+        &[error],
+        &["maximum bytes", "subject"],
+        &format!("max_bytes after {} appends", acked.len()),
+    )
+    .await;
     assert_eq!(f.stored(&f.id).await, acked, "acknowledged events");
-    let again = f.spawn().await.expect("respawn");
-    let state = timeout(HANG, again.handle_command(Get))
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let state = f.respawned_state("respawn").await;
     assert_eq!(state.count, acked.len() as u64);
 }
 
@@ -467,38 +534,27 @@ async fn stream_at_max_bytes_from_the_config_refuses_the_append_readably() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sealed_stream_refuses_the_append_readably() {
     let f = fixture().await;
-    let entity = f.spawn().await.expect("spawn");
-    send(&entity, 1).await.expect("acked");
-    f.update_stream(|c| c.sealed = true).await;
+    let entity = f.spawn_one_then_update(|c| c.sealed = true).await;
 
-    let results = send_all(&entity, 10..13).await;
-    let first = append_failed(&results[0], &["sealed", "subject"]);
-    eprintln!("sealed: {first}");
-    for result in &results {
-        assert_eq!(append_failed(result, &[]), first);
-    }
-    stays_stopped_with(&entity, &first).await;
+    batch_fails_and_stops(&entity, 10..13, &["sealed", "subject"], "sealed").await;
     assert_eq!(f.stored(&f.id).await, vec![1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stream_whose_subjects_changed_refuses_the_append_readably() {
     let f = fixture().await;
-    let entity = f.spawn().await.expect("spawn");
-    send(&entity, 1).await.expect("acked");
     let elsewhere = format!("elsewhere{}.>", unique());
-    f.update_stream(|c| c.subjects = vec![elsewhere]).await;
+    let entity = f
+        .spawn_one_then_update(|c| c.subjects = vec![elsewhere])
+        .await;
 
-    let results = send_all(&entity, 10..13).await;
-    let first = append_failed(
-        &results[0],
+    batch_fails_and_stops(
+        &entity,
+        10..13,
         &["no JetStream stream stores subject", "setup"],
-    );
-    eprintln!("subjects changed: {first}");
-    for result in &results {
-        assert_eq!(append_failed(result, &[]), first);
-    }
-    stays_stopped_with(&entity, &first).await;
+        "subjects changed",
+    )
+    .await;
     // Reading the old message still works: it is in the stream.
     assert_eq!(f.stored(&f.id).await, vec![1]);
 }
@@ -506,24 +562,21 @@ async fn stream_whose_subjects_changed_refuses_the_append_readably() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stream_without_acks_times_out_and_a_respawn_sees_the_unacknowledged_event() {
     let f = fixture().await;
-    let entity = f.spawn().await.expect("spawn");
-    send(&entity, 1).await.expect("acked");
-    f.update_stream(|c| c.no_ack = true).await;
+    let entity = f.spawn_one_then_update(|c| c.no_ack = true).await;
 
     let started = Instant::now();
     let result = send(&entity, 2).await;
-    let text = append_failed(&result, &["no acknowledgement", "may or may not be stored"]);
-    eprintln!("no_ack after {:?}: {text}", started.elapsed());
-    stays_stopped_with(&entity, &text).await;
+    failed_and_stopped(
+        &entity,
+        &[result],
+        &["no acknowledgement", "may or may not be stored"],
+        &format!("no_ack after {:?}", started.elapsed()),
+    )
+    .await;
     // Event 1 (acknowledged) is kept; event 2 (failed) may be there too.
     let stored = f.stored(&f.id).await;
     assert!(stored == vec![1] || stored == vec![1, 2], "{stored:?}");
-    let again = f.spawn().await.expect("respawn");
-    let state = timeout(HANG, again.handle_command(Get))
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let state = f.respawned_state("respawn").await;
     assert_eq!(state.count, stored.len() as u64);
 }
 
@@ -533,16 +586,8 @@ async fn stream_without_acks_times_out_and_a_respawn_sees_the_unacknowledged_eve
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn events_by_id_on_a_deleted_stream_is_a_readable_error_and_empty_after_setup() {
     let f = fixture().await;
-    for n in 1..=3u64 {
-        f.log
-            .append(
-                Tally::TYPE_NAME,
-                &f.id,
-                SeqNo::new(n - 1),
-                &[Bytes::from(n.to_string())],
-            )
-            .await
-            .unwrap();
+    for n in 1..=3 {
+        append_one(&f, &f.id, n).await;
     }
     f.delete_stream().await;
     let read: Result<Vec<_>, _> = timeout(
@@ -564,11 +609,7 @@ async fn events_by_id_on_a_deleted_stream_is_a_readable_error_and_empty_after_se
     assert!(last.is_err(), "last_seq_no of a deleted stream: {last:?}");
 
     f.log.setup().await.expect("setup recreates the stream");
-    assert!(f.stored(&f.id).await.is_empty());
-    assert_eq!(
-        f.log.last_seq_no(Tally::TYPE_NAME, &f.id).await.unwrap(),
-        SeqNo::ZERO
-    );
+    f.assert_no_events("events after the recreation").await;
 }
 
 /// Reads `stream` on a task of its own, forwarding every item.
@@ -602,16 +643,13 @@ async fn append_one(f: &Fixture, id: &str, seq_no: u64) {
     .expect("append");
 }
 
-/// A live reader whose stream is deleted ends with an error that says so.
-/// (It used to wait forever: async-nats recreates the ordered consumer of a
-/// deleted stream again and again, and never yields an error; the reader
-/// now asks whether its stream is still there after a few idle seconds.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn live_events_by_type_ends_with_an_error_when_its_stream_is_deleted() {
-    let f = fixture().await;
+/// A live `events_by_type` reader that has received three appended events.
+async fn live_after_three_events(
+    f: &Fixture,
+) -> tokio::sync::mpsc::UnboundedReceiver<Result<EventEnvelope, EventLogError>> {
     let mut live = forward(f.log.events_by_type(Tally::TYPE_NAME, Position::START));
     for n in 1..=3 {
-        append_one(&f, &f.id, n).await;
+        append_one(f, &f.id, n).await;
     }
     for _ in 0..3 {
         timeout(HANG, live.recv())
@@ -620,6 +658,17 @@ async fn live_events_by_type_ends_with_an_error_when_its_stream_is_deleted() {
             .expect("the live stream ended")
             .expect("an event");
     }
+    live
+}
+
+/// A live reader whose stream is deleted ends with an error that says so.
+/// (It used to wait forever: async-nats recreates the ordered consumer of a
+/// deleted stream again and again, and never yields an error; the reader
+/// now asks whether its stream is still there after a few idle seconds.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_events_by_type_ends_with_an_error_when_its_stream_is_deleted() {
+    let f = fixture().await;
+    let mut live = live_after_three_events(&f).await;
     f.delete_stream().await;
 
     // Within HANG the reader must say that its stream is gone.
@@ -648,17 +697,7 @@ async fn live_events_by_type_ends_with_an_error_when_its_stream_is_deleted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn live_events_by_type_never_skips_events_after_its_stream_is_recreated() {
     let f = fixture().await;
-    let mut live = forward(f.log.events_by_type(Tally::TYPE_NAME, Position::START));
-    for n in 1..=3 {
-        append_one(&f, &f.id, n).await;
-    }
-    for _ in 0..3 {
-        timeout(HANG, live.recv())
-            .await
-            .expect("live catch-up hung")
-            .expect("the live stream ended")
-            .expect("an event");
-    }
+    let mut live = live_after_three_events(&f).await;
     f.delete_stream().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     f.log.setup().await.expect("setup recreates the stream");
@@ -731,8 +770,7 @@ async fn resuming_beyond_the_end_of_a_recreated_stream_is_refused() {
     );
     drop(same);
 
-    f.delete_stream().await;
-    f.log.setup().await.expect("setup recreates the stream");
+    f.recreate_stream().await;
     append_one(&f, &format!("n{}", unique()), 1).await;
     let mut resumed = Box::pin(f.log.events_by_type(Tally::TYPE_NAME, last.next()));
     match timeout(HANG, resumed.next()).await {

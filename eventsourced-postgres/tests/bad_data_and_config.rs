@@ -55,6 +55,29 @@ fn increased(n: u64) -> String {
     format!("'{{\"Increased\":{n}}}'::bytea")
 }
 
+/// A snapshot store on `log`'s schema, set up.
+async fn set_up_store(log: &PostgresEventLog) -> PostgresSnapshotStore {
+    let store = PostgresSnapshotStore::from_log(log);
+    store.setup().await.expect("snapshot setup");
+    store
+}
+
+/// A fresh schema with a log and a snapshot store on it, both set up.
+async fn db_with_log_and_store() -> (TestDb, PostgresEventLog, PostgresSnapshotStore) {
+    let db = TestDb::new();
+    let log = db.log().await;
+    let store = set_up_store(&log).await;
+    (db, log, store)
+}
+
+/// The stored events of `type_name`/`id`, all of them.
+async fn read_all(log: &PostgresEventLog, type_name: &str, id: &str) -> Vec<(SeqNo, Bytes)> {
+    log.events_by_id(type_name, id, SeqNo::ZERO)
+        .try_collect()
+        .await
+        .expect("read")
+}
+
 async fn spawn_counter(
     log: &PostgresEventLog,
     store: &PostgresSnapshotStore,
@@ -81,10 +104,7 @@ async fn spawn_counter(
 /// may yield an event at seq_no 0 or silently skip a stored event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn negative_and_zero_seq_nos_and_positions_are_corrupt() {
-    let db = TestDb::new();
-    let log = db.log().await;
-    let store = PostgresSnapshotStore::from_log(&log);
-    store.setup().await.expect("snapshot setup");
+    let (db, log, store) = db_with_log_and_store().await;
     let table = log.tables().events();
     raw_sql(
         &db,
@@ -176,10 +196,7 @@ async fn negative_and_zero_seq_nos_and_positions_are_corrupt() {
 /// spacing are not mixed in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gaps_duplicates_and_snapshots_ahead_stop_the_spawn() {
-    let db = TestDb::new();
-    let log = db.log().await;
-    let store = PostgresSnapshotStore::from_log(&log);
-    store.setup().await.expect("snapshot setup");
+    let (db, log, store) = db_with_log_and_store().await;
     let (one, two, three) = (increased(1), increased(2), increased(3));
     raw_sql(
         &db,
@@ -315,10 +332,7 @@ async fn null_cells_are_reported_with_table_and_row() {
 /// `events_by_id`, `events_by_type` and `load`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_events_and_snapshots_round_trip() {
-    let db = TestDb::new();
-    let log = db.log().await;
-    let store = PostgresSnapshotStore::from_log(&log);
-    store.setup().await.expect("snapshot setup");
+    let (_db, log, store) = db_with_log_and_store().await;
     let huge: Bytes = (0..24 * 1024 * 1024)
         .map(|i: u32| (i % 251) as u8)
         .collect::<Vec<u8>>()
@@ -374,6 +388,30 @@ fn differences(result: Result<(), PostgresError>) -> (String, Vec<String>) {
     }
 }
 
+/// A fresh schema in which `sql` ran (as `raw_sql` runs it), and a log on
+/// it without setup.
+async fn schema_with(sql: &str) -> (TestDb, PostgresEventLog) {
+    let db = TestDb::new();
+    let log = log_without_setup(&db).await;
+    raw_sql(
+        &db,
+        &log,
+        &format!("CREATE SCHEMA \"{}\"; {sql}", db.config.schema),
+    )
+    .await;
+    (db, log)
+}
+
+/// `result` refuses `want_table` with a difference starting with `expected`.
+fn assert_refused(result: Result<(), PostgresError>, want_table: &str, expected: &str, sql: &str) {
+    let (table, found) = differences(result);
+    assert_eq!(table, want_table, "{sql}");
+    assert!(
+        found.iter().any(|d| d.starts_with(expected)),
+        "{sql}: {expected:?} not in {found:?}"
+    );
+}
+
 /// Shapes `setup_checks_existing_tables.rs` does not try: the event column
 /// missing or of another type, the position table without `last`, a
 /// snapshot table without its key or with a text state. Each is refused,
@@ -401,25 +439,13 @@ async fn setup_refuses_more_shapes() {
         ),
     ];
     for (sql, which, expected) in event_cases {
-        let db = TestDb::new();
-        let log = log_without_setup(&db).await;
-        raw_sql(
-            &db,
-            &log,
-            &format!("CREATE SCHEMA \"{}\"; {sql}", db.config.schema),
-        )
-        .await;
-        let (table, found) = differences(log.setup().await);
+        let (_db, log) = schema_with(&sql).await;
         let want = if which == "events" {
             log.tables().events()
         } else {
             log.tables().positions()
         };
-        assert_eq!(table, want, "{sql}");
-        assert!(
-            found.iter().any(|d| d.starts_with(expected)),
-            "{sql}: {expected:?} not in {found:?}"
-        );
+        assert_refused(log.setup().await, &want, expected, &sql);
     }
     let snapshot_cases = [
         (
@@ -435,20 +461,13 @@ async fn setup_refuses_more_shapes() {
         ),
     ];
     for (sql, expected) in snapshot_cases {
-        let db = TestDb::new();
-        let log = log_without_setup(&db).await;
-        raw_sql(
-            &db,
-            &log,
-            &format!("CREATE SCHEMA \"{}\"; {sql}", db.config.schema),
-        )
-        .await;
+        let (_db, log) = schema_with(sql).await;
         let store = PostgresSnapshotStore::from_log(&log);
-        let (table, found) = differences(store.setup().await);
-        assert_eq!(table, log.tables().snapshots(), "{sql}");
-        assert!(
-            found.iter().any(|d| d.starts_with(expected)),
-            "{sql}: {expected:?} not in {found:?}"
+        assert_refused(
+            store.setup().await,
+            &log.tables().snapshots(),
+            expected,
+            sql,
         );
     }
 }
@@ -544,6 +563,13 @@ async fn a_position_taken_behind_the_logs_back_fails_readably() {
 // 3. Config edge cases
 // ---------------------------------------------------------------------------
 
+/// `base` with `change` made to it.
+fn changed(base: &PostgresConfig, change: impl FnOnce(&mut PostgresConfig)) -> PostgresConfig {
+    let mut config = base.clone();
+    change(&mut config);
+    config
+}
+
 /// Out-of-range numbers, zero durations, and schema / table names with
 /// quotes, uppercase, unicode, spaces or too many bytes are refused by
 /// `new` before connecting, naming the kebab-case key, by the log and the
@@ -552,83 +578,26 @@ async fn a_position_taken_behind_the_logs_back_fails_readably() {
 async fn out_of_range_config_names_the_key() {
     let base = TestDb::new().config.clone();
     let mut cases: Vec<(PostgresConfig, &str)> = vec![
+        (changed(&base, |c| c.pool_size = 0), "pool-size"),
+        (changed(&base, |c| c.pool_size = 10_001), "pool-size"),
+        (changed(&base, |c| c.max_batch = 0), "max-batch"),
+        (changed(&base, |c| c.fetch_size = 0), "fetch-size"),
+        (changed(&base, |c| c.fetch_size = 1_000_001), "fetch-size"),
         (
-            PostgresConfig {
-                pool_size: 0,
-                ..base.clone()
-            },
-            "pool-size",
-        ),
-        (
-            PostgresConfig {
-                pool_size: 10_001,
-                ..base.clone()
-            },
-            "pool-size",
-        ),
-        (
-            PostgresConfig {
-                max_batch: 0,
-                ..base.clone()
-            },
-            "max-batch",
-        ),
-        (
-            PostgresConfig {
-                fetch_size: 0,
-                ..base.clone()
-            },
-            "fetch-size",
-        ),
-        (
-            PostgresConfig {
-                fetch_size: 1_000_001,
-                ..base.clone()
-            },
-            "fetch-size",
-        ),
-        (
-            PostgresConfig {
-                connect_timeout: Duration::ZERO,
-                ..base.clone()
-            },
+            changed(&base, |c| c.connect_timeout = Duration::ZERO),
             "connect-timeout",
         ),
         (
-            PostgresConfig {
-                statement_timeout: Duration::ZERO,
-                ..base.clone()
-            },
+            changed(&base, |c| c.statement_timeout = Duration::ZERO),
             "statement-timeout",
         ),
         (
-            PostgresConfig {
-                poll_interval: Duration::ZERO,
-                ..base.clone()
-            },
+            changed(&base, |c| c.poll_interval = Duration::ZERO),
             "poll-interval",
         ),
-        (
-            PostgresConfig {
-                host: String::new(),
-                ..base.clone()
-            },
-            "host",
-        ),
-        (
-            PostgresConfig {
-                user: String::new(),
-                ..base.clone()
-            },
-            "user",
-        ),
-        (
-            PostgresConfig {
-                dbname: String::new(),
-                ..base.clone()
-            },
-            "dbname",
-        ),
+        (changed(&base, |c| c.host = String::new()), "host"),
+        (changed(&base, |c| c.user = String::new()), "user"),
+        (changed(&base, |c| c.dbname = String::new()), "dbname"),
     ];
     for schema in [
         "Public".to_owned(),
@@ -641,26 +610,14 @@ async fn out_of_range_config_names_the_key() {
         "s".repeat(64),
         "9lives".to_owned(),
     ] {
-        cases.push((
-            PostgresConfig {
-                schema,
-                ..base.clone()
-            },
-            "schema",
-        ));
+        cases.push((changed(&base, |c| c.schema = schema), "schema"));
     }
     cases.push((
-        PostgresConfig {
-            events_table: "e".repeat(41),
-            ..base.clone()
-        },
+        changed(&base, |c| c.events_table = "e".repeat(41)),
         "events-table",
     ));
     cases.push((
-        PostgresConfig {
-            snapshots_table: "Snapshots".to_owned(),
-            ..base.clone()
-        },
+        changed(&base, |c| c.snapshots_table = "Snapshots".to_owned()),
         "snapshots-table",
     ));
     for (config, field) in cases {
@@ -928,11 +885,7 @@ async fn a_commit_longer_than_the_statement_timeout_fails_in_time() {
     })
     .await
     .expect("appends work again once the lock is gone");
-    let stored: Vec<(SeqNo, Bytes)> = log
-        .events_by_id("t", "a", SeqNo::ZERO)
-        .try_collect()
-        .await
-        .expect("read");
+    let stored = read_all(&log, "t", "a").await;
     let events: Vec<Bytes> = stored.iter().map(|(_, e)| e.clone()).collect();
     assert!(
         events == [ev("1"), ev("3")] || events == [ev("1"), ev("2"), ev("3")],
@@ -953,10 +906,6 @@ struct Role {
 }
 
 impl Role {
-    async fn create(db: &TestDb) -> Self {
-        Self::create_with(db, true).await
-    }
-
     /// With `may_create_schemas`, the role may also run CREATE SCHEMA in the database.
     async fn create_with(db: &TestDb, may_create_schemas: bool) -> Self {
         let name = format!("es_role_{:016x}", rand::random::<u64>());
@@ -992,51 +941,62 @@ impl Role {
     }
 
     async fn terminate(&self, client: &tokio_postgres::Client) -> usize {
-        client
-            .query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
-                &[&self.name],
-            )
-            .await
-            .map(|rows| rows.len())
-            .unwrap_or(0)
+        terminate_sessions(client, &self.name).await
     }
+}
+
+/// A test database used as a role of its own (see `Role::create_with`),
+/// with a pool of two.
+async fn db_as_a_role(may_create_schemas: bool) -> (TestDb, Role) {
+    let mut db = TestDb::new();
+    let role = Role::create_with(&db, may_create_schemas).await;
+    db.config.user = role.name.clone();
+    db.config.pool_size = 2;
+    (db, role)
+}
+
+/// A log, set up, as a role of its own that may create schemas, with a pool of
+/// two and two-second statement and connect timeouts.
+async fn log_as_a_role() -> (TestDb, Role, PostgresEventLog) {
+    let (mut db, role) = db_as_a_role(true).await;
+    db.config.statement_timeout = Duration::from_secs(2);
+    db.config.connect_timeout = Duration::from_secs(2);
+    let log = db.log().await;
+    (db, role, log)
+}
+
+/// Terminates every session of role `name`; returns how many there were
+/// (0 if the query failed).
+async fn terminate_sessions(client: &tokio_postgres::Client, name: &str) -> usize {
+    client
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+            &[&name],
+        )
+        .await
+        .map(|rows| rows.len())
+        .unwrap_or(0)
 }
 
 impl Drop for Role {
     fn drop(&mut self) {
         let (name, schema) = (self.name.clone(), self.schema.clone());
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async move {
-                let url = support::database_url();
-                if let Ok((client, connection)) =
-                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await
-                {
-                    tokio::spawn(connection);
-                    let _ = client
-                        .query(
-                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                             WHERE usename = $1",
-                            &[&name],
-                        )
-                        .await;
-                    let _ = client
-                        .batch_execute(&format!(
-                            "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE;
-                             DROP OWNED BY \"{name}\";
-                             DROP ROLE IF EXISTS \"{name}\";"
-                        ))
-                        .await;
-                }
-            });
-        })
-        .join();
+        support::block_on_own_thread(async move {
+            let url = support::database_url();
+            if let Ok((client, connection)) =
+                tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+            {
+                tokio::spawn(connection);
+                terminate_sessions(&client, &name).await;
+                let _ = client
+                    .batch_execute(&format!(
+                        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE;
+                         DROP OWNED BY \"{name}\";
+                         DROP ROLE IF EXISTS \"{name}\";"
+                    ))
+                    .await;
+            }
+        });
     }
 }
 
@@ -1047,13 +1007,7 @@ impl Drop for Role {
 /// acknowledged events are stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn refused_connections_fail_in_time_and_recover() {
-    let mut db = TestDb::new();
-    let role = Role::create(&db).await;
-    db.config.user = role.name.clone();
-    db.config.pool_size = 2;
-    db.config.statement_timeout = Duration::from_secs(2);
-    db.config.connect_timeout = Duration::from_secs(2);
-    let log = db.log().await;
+    let (db, role, log) = log_as_a_role().await;
     log.append("t", "a", SeqNo::ZERO, &[ev("1")])
         .await
         .expect("append");
@@ -1113,12 +1067,11 @@ async fn refused_connections_fail_in_time_and_recover() {
     })
     .await
     .expect("appends work again once connections are allowed");
-    let stored: Vec<Bytes> = log
-        .events_by_id("t", "a", SeqNo::ZERO)
-        .map_ok(|(_, e)| e)
-        .try_collect()
+    let stored: Vec<Bytes> = read_all(&log, "t", "a")
         .await
-        .expect("read");
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
     assert_eq!(stored, [ev("1"), ev("3")]);
     assert_eq!(recovered, SeqNo::new(2));
     // The live stream either delivers the new event or has ended with an
@@ -1137,13 +1090,7 @@ async fn refused_connections_fail_in_time_and_recover() {
 /// stay contiguous, and appends work afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn terminated_on_every_connect_loses_nothing_acknowledged() {
-    let mut db = TestDb::new();
-    let role = Role::create(&db).await;
-    db.config.user = role.name.clone();
-    db.config.pool_size = 2;
-    db.config.statement_timeout = Duration::from_secs(2);
-    db.config.connect_timeout = Duration::from_secs(2);
-    let log = db.log().await;
+    let (db, role, log) = log_as_a_role().await;
     let admin = db.raw().await;
     let killing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let killer = {
@@ -1152,14 +1099,7 @@ async fn terminated_on_every_connect_loses_nothing_acknowledged() {
         tokio::spawn(async move {
             let mut kills = 0;
             while killing.load(std::sync::atomic::Ordering::Relaxed) {
-                kills += admin
-                    .query(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
-                        &[&name],
-                    )
-                    .await
-                    .map(|r| r.len())
-                    .unwrap_or(0);
+                kills += terminate_sessions(&admin, &name).await;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             kills
@@ -1217,11 +1157,7 @@ async fn terminated_on_every_connect_loses_nothing_acknowledged() {
     })
     .await
     .expect("appends work once the killing stops");
-    let stored: Vec<(SeqNo, Bytes)> = log
-        .events_by_id("t", "a", SeqNo::ZERO)
-        .try_collect()
-        .await
-        .expect("read");
+    let stored = read_all(&log, "t", "a").await;
     assert_eq!(stored.len() as u64, after.get());
     for (i, (seq_no, _)) in stored.iter().enumerate() {
         assert_eq!(seq_no.get(), i as u64 + 1, "seq_nos are contiguous");
@@ -1238,15 +1174,8 @@ async fn terminated_on_every_connect_loses_nothing_acknowledged() {
 /// technical error in bounded time, and later sends get the same cause.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_entity_fails_readably_when_connections_are_refused() {
-    let mut db = TestDb::new();
-    let role = Role::create(&db).await;
-    db.config.user = role.name.clone();
-    db.config.pool_size = 2;
-    db.config.statement_timeout = Duration::from_secs(2);
-    db.config.connect_timeout = Duration::from_secs(2);
-    let log = db.log().await;
-    let store = PostgresSnapshotStore::from_log(&log);
-    store.setup().await.expect("snapshot setup");
+    let (db, role, log) = log_as_a_role().await;
+    let store = set_up_store(&log).await;
     let counter = spawn_counter(&log, &store, "c").await.expect("spawn");
     assert_eq!(
         counter.handle_command(Increase(1)).await.expect("ok"),
@@ -1293,27 +1222,18 @@ async fn an_entity_fails_readably_when_connections_are_refused() {
 /// as it refuses one without the keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_refuses_an_events_table_without_its_checks() {
-    let db = TestDb::new();
-    let log = log_without_setup(&db).await;
-    raw_sql(
-        &db,
-        &log,
-        &format!(
-            "CREATE SCHEMA \"{}\";
-             CREATE TABLE {{events}} (position BIGINT NOT NULL,
-                 type_name TEXT COLLATE \"C\" NOT NULL, id TEXT COLLATE \"C\" NOT NULL,
-                 seq_no BIGINT NOT NULL, event BYTEA NOT NULL,
-                 PRIMARY KEY (type_name, id, seq_no), UNIQUE (type_name, position));
-             INSERT INTO {{events}} VALUES (1, 'counter', 'c', 0, {});",
-            db.config.schema,
-            increased(5)
-        ),
-    )
+    let (_db, log) = schema_with(&format!(
+        "CREATE TABLE {{events}} (position BIGINT NOT NULL,
+             type_name TEXT COLLATE \"C\" NOT NULL, id TEXT COLLATE \"C\" NOT NULL,
+             seq_no BIGINT NOT NULL, event BYTEA NOT NULL,
+             PRIMARY KEY (type_name, id, seq_no), UNIQUE (type_name, position));
+         INSERT INTO {{events}} VALUES (1, 'counter', 'c', 0, {});",
+        increased(5)
+    ))
     .await;
     let setup = log.setup().await;
     if setup.is_ok() {
-        let store = PostgresSnapshotStore::from_log(&log);
-        store.setup().await.expect("snapshot setup");
+        let store = set_up_store(&log).await;
         let value = match spawn_counter(&log, &store, "c").await {
             Ok(entity) => format!("{:?}", entity.handle_command(Get).await),
             Err(e) => format!("spawn failed: {e}"),
@@ -1333,10 +1253,7 @@ async fn setup_refuses_an_events_table_without_its_checks() {
 /// create schemas in the database: `setup` must create the tables in it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_works_in_an_owned_schema_without_create_on_the_database() {
-    let mut db = TestDb::new();
-    let role = Role::create_with(&db, false).await;
-    db.config.user = role.name.clone();
-    db.config.pool_size = 2;
+    let (db, role) = db_as_a_role(false).await;
     let log = PostgresEventLog::new(db.config.clone())
         .await
         .expect("connect as the role");
@@ -1405,11 +1322,7 @@ async fn a_negative_stored_seq_no_never_becomes_an_acknowledgement() {
         let (id, result) = timeout(WAIT, task).await.expect("no hang").expect("task");
         if let Ok(last) = result {
             acknowledged += 1;
-            let stored: Vec<(SeqNo, Bytes)> = log
-                .events_by_id("t", &id, SeqNo::ZERO)
-                .try_collect()
-                .await
-                .expect("read");
+            let stored = read_all(&log, "t", &id).await;
             if !stored.iter().any(|(_, e)| *e == ev(&format!("{id}-x"))) {
                 lost.push(format!("{id} (acknowledged as seq_no {last})"));
             }

@@ -81,29 +81,35 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         let schema = self.config.schema.clone();
         // Drop the schema from a thread of its own: Drop cannot await.
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async move {
-                let url = database_url();
-                let connect = tokio_postgres::connect(&url, NoTls);
-                if let Ok(Ok((client, connection))) =
-                    tokio::time::timeout(Duration::from_secs(10), connect).await
-                {
-                    tokio::spawn(connection);
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(20),
-                        client
-                            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")),
-                    )
-                    .await;
-                }
-            });
-        })
-        .join();
+        block_on_own_thread(async move {
+            let url = database_url();
+            let connect = tokio_postgres::connect(&url, NoTls);
+            if let Ok(Ok((client, connection))) =
+                tokio::time::timeout(Duration::from_secs(10), connect).await
+            {
+                tokio::spawn(connection);
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(20),
+                    client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")),
+                )
+                .await;
+            }
+        });
     }
+}
+
+/// Runs `future` to its end on a thread and a runtime of its own, and waits
+/// for it: for `Drop`, which cannot await. Does nothing if no runtime can be
+/// built.
+pub fn block_on_own_thread(future: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(future);
+    })
+    .join();
 }
