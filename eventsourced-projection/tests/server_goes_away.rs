@@ -14,7 +14,7 @@ use eventsourced::{Binarize, Position, SerdeJson};
 use eventsourced_postgres::{PostgresConfig, PostgresEventLog};
 use eventsourced_projection::{
     AtLeastOnce, ErrorStrategy, HandlerError, LastError, Phase, ProjectedEvent, Projection,
-    ProjectionState,
+    ProjectionBuilder, ProjectionSink, ProjectionState,
     postgres::{PostgresHandler, PostgresLag, PostgresLease, PostgresOffsetStore},
 };
 use rand::Rng;
@@ -196,9 +196,21 @@ fn errors_of(states: &[ProjectionState]) -> Vec<LastError> {
     errors
 }
 
-/// Case 1: the transactional sink under terminations, with `strategy` for
-/// handler errors.
-async fn exactly_once_under_terminations(strategy: ErrorStrategy, prefix: &str) {
+/// What cases 1 and 2 run on, in a fresh schema `prefix_…`: the projection's
+/// log, offset store and lease, each on connections of its own
+/// application_name (in `apps`, for the [`terminator`]), a writer's log that
+/// is not terminated, and an admin pool.
+struct Terminated {
+    admin: Pool,
+    schema: String,
+    log: PostgresEventLog,
+    writer: PostgresEventLog,
+    store: PostgresOffsetStore,
+    lease: PostgresLease,
+    apps: Vec<String>,
+}
+
+async fn terminated(prefix: &str) -> Terminated {
     let admin = pg::pool().await;
     let schema = pg::schema(&admin, prefix).await;
     let tag = unique("sga");
@@ -215,18 +227,71 @@ async fn exactly_once_under_terminations(strategy: ErrorStrategy, prefix: &str) 
     let lease = PostgresLease::new(pg_config(&lease_app))
         .retry_interval(Duration::from_millis(50))
         .check_interval(Duration::from_millis(100));
-    let p = Projection::builder(
+    Terminated {
+        admin,
+        schema,
+        log,
+        writer,
+        store,
+        lease,
+        apps: vec![log_app, sink_app, lease_app],
+    }
+}
+
+/// The outage of cases 1 and 2: for [`OUTAGE`], the connections of `apps`
+/// are terminated while `writer` appends; returns how many connections were
+/// terminated and how many events appended.
+async fn outage(apps: Vec<String>, writer: &PostgresEventLog) -> (u64, u64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let killer = terminator(apps, stop.clone());
+    let appends = appender(writer.clone(), stop.clone());
+    tokio::time::sleep(OUTAGE).await;
+    stop.store(true, Ordering::SeqCst);
+    let killed = killer.await.expect("terminator");
+    let appended = appends.await.expect("appender");
+    (killed, appended)
+}
+
+/// A projection `name` of `sink` over `log`: batches of `batch_size` at
+/// most, quick restarts.
+fn builder<S>(
+    name: String,
+    log: PostgresEventLog,
+    sink: S,
+    batch_size: usize,
+    lease: PostgresLease,
+) -> ProjectionBuilder<PostgresEventLog, SerdeJson, S>
+where
+    S: ProjectionSink<Event = i64>,
+{
+    Projection::builder(name, TYPE_NAME, log, SerdeJson, sink)
+        .batch_size(batch_size)
+        .max_wait(Duration::from_millis(5))
+        .lease(lease)
+        .restart_backoff(Duration::from_millis(20), Duration::from_millis(200))
+}
+
+/// Prints the first `n` of the distinct `errors`.
+fn print_errors(errors: &[LastError], n: usize) {
+    println!("distinct last_errors seen: {}", errors.len());
+    for e in errors.iter().take(n) {
+        println!("  {:?} attempts={} {}", e.action, e.attempts, e.message);
+    }
+}
+
+/// Case 1: the transactional sink under terminations, with `strategy` for
+/// handler errors.
+async fn exactly_once_under_terminations(strategy: ErrorStrategy, prefix: &str) {
+    let t = terminated(prefix).await;
+    let (admin, schema, log, writer, store) = (t.admin, t.schema, t.log, t.writer, t.store);
+    let p = builder(
         unique("once"),
-        TYPE_NAME,
         log.clone(),
-        SerdeJson,
         store.clone().exactly_once(pg::PgTotals::new(&schema)),
+        7,
+        t.lease,
     )
-    .batch_size(7)
-    .max_wait(Duration::from_millis(5))
     .error_strategy(strategy)
-    .lease(lease)
-    .restart_backoff(Duration::from_millis(20), Duration::from_millis(200))
     .build()
     .expect("projection");
     for i in 0..5 {
@@ -238,13 +303,7 @@ async fn exactly_once_under_terminations(strategy: ErrorStrategy, prefix: &str) 
         .expect("catches up before the outage");
 
     let (states, recorder) = record_states(&p, OUTAGE + CATCH_UP);
-    let stop = Arc::new(AtomicBool::new(false));
-    let killer = terminator(vec![log_app, sink_app, lease_app], stop.clone());
-    let appends = appender(writer.clone(), stop.clone());
-    tokio::time::sleep(OUTAGE).await;
-    stop.store(true, Ordering::SeqCst);
-    let killed = killer.await.expect("terminator");
-    let appended = appends.await.expect("appender");
+    let (killed, appended) = outage(t.apps, &writer).await;
     let during = p.state().await;
     // One more after the outage: the projection must be live again.
     append(&writer, TYPE_NAME, "e0", &[100]).await;
@@ -257,10 +316,7 @@ async fn exactly_once_under_terminations(strategy: ErrorStrategy, prefix: &str) 
     let end = p.state().await;
     let errors = errors_of(&states.lock().expect("lock"));
     recorder.abort();
-    println!("distinct last_errors seen: {}", errors.len());
-    for e in errors.iter().take(6) {
-        println!("  {:?} attempts={} {}", e.action, e.attempts, e.message);
-    }
+    print_errors(&errors, 6);
     let totals: BTreeMap<_, _> = pg::totals(&admin, &schema).await.into_iter().collect();
     let gaps = pg::gaps(&admin, &schema).await;
     p.stop().await;
@@ -315,35 +371,17 @@ async fn exactly_once_with_skip_loses_no_event_to_terminated_connections() {
 /// at least once, none skipped, offsets never backwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn at_least_once_handles_every_event_after_terminated_connections() {
-    let admin = pg::pool().await;
-    let schema = pg::schema(&admin, "sga_alo").await;
-    let tag = unique("sga");
-    let (log_app, sink_app, lease_app, writer_app) = (
-        format!("{tag}_log"),
-        format!("{tag}_sink"),
-        format!("{tag}_lease"),
-        format!("{tag}_writer"),
-    );
-    let log = event_log(&schema, &log_app, None).await;
-    let writer = event_log(&schema, &writer_app, None).await;
-    let store = PostgresOffsetStore::new(named_pool(&sink_app), &schema).expect("schema");
-    store.setup().await.expect("setup");
-    let lease = PostgresLease::new(pg_config(&lease_app))
-        .retry_interval(Duration::from_millis(50))
-        .check_interval(Duration::from_millis(100));
+    let t = terminated("sga_alo").await;
+    let (admin, schema, log, writer, store) = (t.admin, t.schema, t.log, t.writer, t.store);
     let recorder = Recorder::default();
     let name = unique("alo");
-    let p = Projection::builder(
+    let p = builder(
         name.clone(),
-        TYPE_NAME,
         log.clone(),
-        SerdeJson,
         AtLeastOnce::new(store.clone(), recorder.clone()),
+        5,
+        t.lease,
     )
-    .batch_size(5)
-    .max_wait(Duration::from_millis(5))
-    .lease(lease)
-    .restart_backoff(Duration::from_millis(20), Duration::from_millis(200))
     .build()
     .expect("projection");
     p.run().await;
@@ -371,13 +409,7 @@ async fn at_least_once_handles_every_event_after_terminated_connections() {
             }
         })
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let killer = terminator(vec![log_app, sink_app, lease_app], stop.clone());
-    let appends = appender(writer.clone(), stop.clone());
-    tokio::time::sleep(OUTAGE).await;
-    stop.store(true, Ordering::SeqCst);
-    let killed = killer.await.expect("terminator");
-    let appended = appends.await.expect("appender");
+    let (killed, appended) = outage(t.apps, &writer).await;
     append(&writer, TYPE_NAME, "e0", &[100]).await;
     let (_, last) = log_totals(&admin, &writer).await;
     println!(
@@ -391,10 +423,7 @@ async fn at_least_once_handles_every_event_after_terminated_connections() {
     p.stop().await;
 
     let errors = errors_of(&states.lock().expect("lock"));
-    println!("distinct last_errors seen: {}", errors.len());
-    for e in errors.iter().take(4) {
-        println!("  {:?} {}", e.action, e.message);
-    }
+    print_errors(&errors, 4);
     assert!(killed > 0);
     assert!(caught_up.is_some(), "did not catch up to {last:?}: {end:?}");
     assert!(end.running && end.phase == Phase::Running, "{end:?}");
@@ -535,17 +564,13 @@ async fn proxied_projection(
     let lease = PostgresLease::for_log(&log)
         .retry_interval(Duration::from_millis(50))
         .check_interval(Duration::from_millis(200));
-    let mut builder = Projection::builder(
+    let mut builder = builder(
         unique(prefix),
-        TYPE_NAME,
         log.clone(),
-        SerdeJson,
         store.exactly_once(gate.clone()),
-    )
-    .batch_size(10)
-    .max_wait(Duration::from_millis(5))
-    .lease(lease)
-    .restart_backoff(Duration::from_millis(20), Duration::from_millis(200));
+        10,
+        lease,
+    );
     if with_lag {
         builder = builder.lag_source(PostgresLag::for_log(&log));
     }

@@ -21,7 +21,7 @@ mod support;
 use eventsourced::{Binarize, EventLog, MemoryEventLog, Position, SerdeJson};
 use eventsourced_projection::{
     AtLeastOnce, ErrorAction, ErrorStrategy, HandlerError, InProcessLease, OffsetStore, Phase,
-    ProjectedEvent, Projection, ProjectionSink, ProjectionState,
+    ProjectedEvent, Projection, ProjectionBuilder, ProjectionSink, ProjectionState,
     sqlite::{
         SqliteExactlyOnce, SqliteHandler, SqliteLag, SqliteLease, SqliteOffsetStore,
         rusqlite::{Connection, Transaction, params},
@@ -51,6 +51,8 @@ const TYPE_NAME: &str = "counter";
 const CHILD_ENV: &str = "SQLITE_FAULTS_CHILD";
 const SHARED: &str = "shared";
 const LEASE_TTL: Duration = Duration::from_millis(1500);
+/// What `last_error` says of a write lock held by another connection.
+const LOCKED: &[&str] = &["locked", "busy"];
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -150,6 +152,142 @@ fn assert_restarting(s: &ProjectionState, cause: &[&str]) {
         s.skipped, 0,
         "an event was skipped because of the fault: {s:?}"
     );
+}
+
+/// `read.db` in a fresh temporary directory, and its offset store.
+async fn read_db() -> (tempfile::TempDir, PathBuf, SqliteOffsetStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let read = dir.path().join("read.db");
+    let store = SqliteOffsetStore::open(&read).await.unwrap();
+    (dir, read, store)
+}
+
+/// A fresh `read.db` (with the tables of [`Faulty`] if `tables`) and a
+/// memory log holding `first` as the events of entity "a".
+async fn setup(
+    tables: bool,
+    first: &[i64],
+) -> (
+    tempfile::TempDir,
+    PathBuf,
+    SqliteOffsetStore,
+    MemoryEventLog,
+    Fold,
+) {
+    let (dir, read, store) = read_db().await;
+    if tables {
+        create_tables(&store).await;
+    }
+    let log = MemoryEventLog::default();
+    let mut fold = Fold::default();
+    append(&log, &mut fold, "a", first).await;
+    (dir, read, store, log, fold)
+}
+
+/// A projection `name` of `sink` that polls without delay (`max_wait` 0).
+fn builder<L, S>(name: &str, log: L, sink: S) -> ProjectionBuilder<L, SerdeJson, S>
+where
+    L: EventLog,
+    S: ProjectionSink,
+    SerdeJson: Binarize<S::Event>,
+{
+    Projection::builder(name, TYPE_NAME, log, SerdeJson, sink).max_wait(Duration::ZERO)
+}
+
+/// [`builder`] for the fault scenarios: `Skip` for handler errors (a fault
+/// taken for a handler error would show up as skipped events), quick
+/// restarts, an in-process lease.
+fn restarting<L, S>(name: &str, log: L, sink: S) -> ProjectionBuilder<L, SerdeJson, S>
+where
+    L: EventLog,
+    S: ProjectionSink,
+    SerdeJson: Binarize<S::Event>,
+{
+    builder(name, log, sink)
+        .error_strategy(ErrorStrategy::Skip)
+        .restart_backoff(Duration::from_millis(50), Duration::from_millis(400))
+        .lease(InProcessLease::default())
+}
+
+/// Waits (bounded by [`WAIT`]) for the offset to be `offset`.
+async fn wait_offset<L, B, S>(p: &Projection<L, B, S>, what: &str, offset: u64) -> ProjectionState
+where
+    L: EventLog,
+    S: ProjectionSink,
+    B: Binarize<S::Event>,
+{
+    wait(p, what, WAIT, |s| s.offset == Some(Position::new(offset))).await
+}
+
+/// Polls `done` every 10 ms, failing with `what` after [`WAIT`].
+async fn poll_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits (bounded by `timeout`) for `fault` to show in `last_error`, checks
+/// it was taken for an infrastructure fault naming one of `cause`
+/// ([`assert_restarting`]), then that `state()` is prompt `during` the fault.
+/// Returns the state with the error and the prompt one.
+async fn restarts_on<L, B, S>(
+    p: &Projection<L, B, S>,
+    fault: &str,
+    during: &str,
+    timeout: Duration,
+    cause: &[&str],
+) -> (ProjectionState, ProjectionState)
+where
+    L: EventLog,
+    S: ProjectionSink,
+    B: Binarize<S::Event>,
+{
+    let s = wait(p, &format!("{fault} shows in last_error"), timeout, |s| {
+        s.last_error.is_some()
+    })
+    .await;
+    println!("{fault}: {:?}", s.last_error);
+    assert_restarting(&s, cause);
+    let prompted = prompt(&format!("state() {during}"), p.state()).await;
+    (s, prompted)
+}
+
+/// `stop()` is prompt `during` the fault; the projection runs again and
+/// retries for a while before the fault ends.
+async fn stop_and_run_again<L, B, S>(p: &Projection<L, B, S>, during: &str)
+where
+    L: EventLog,
+    S: ProjectionSink,
+    B: Binarize<S::Event>,
+{
+    prompt(&format!("stop() {during}"), p.stop()).await;
+    p.run().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+/// Waits for the catch-up to `offset`, then stops promptly; returns the
+/// state before the stop.
+async fn catch_up_and_stop<L, B, S>(
+    p: &Projection<L, B, S>,
+    what: &str,
+    offset: u64,
+) -> ProjectionState
+where
+    L: EventLog,
+    S: ProjectionSink,
+    B: Binarize<S::Event>,
+{
+    wait_offset(p, what, offset).await;
+    let s = p.state().await;
+    prompt("stop()", p.stop()).await;
+    s
+}
+
+/// The read model holds every event of `fold` exactly once.
+async fn assert_totals(store: &SqliteOffsetStore, fold: &Fold, what: &str) {
+    assert_eq!(sq::totals(store).await, fold.0, "{what}");
 }
 
 /// Another connection holding the file's write lock (`BEGIN EXCLUSIVE`)
@@ -304,27 +442,19 @@ async fn all(scenarios: Vec<(&'static str, tokio::task::JoinHandle<()>)>) {
 /// counts once. `state()` (with a lag source on the blocked connection)
 /// stays prompt.
 async fn lock_exactly_once() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, read, store) = read_db().await;
     let log = SqliteEventLog::open(dir.path().join("events.db")).unwrap();
-    let read = dir.path().join("read.db");
-    let store = SqliteOffsetStore::open(&read).await.unwrap();
     create_tables(&store).await;
     let mut fold = Fold::default();
     append(&log, &mut fold, "a", &[1, 2, 3]).await;
     append(&log, &mut fold, "b", &[10]).await;
-    let p = Projection::builder(
-        "locked-eo",
-        TYPE_NAME,
-        log.clone(),
-        SerdeJson,
-        store.clone().exactly_once(Faulty::default()),
-    )
     // Skip would show up as skipped events if the lock were taken for a
     // handler error.
-    .error_strategy(ErrorStrategy::Skip)
-    .restart_backoff(Duration::from_millis(50), Duration::from_millis(400))
-    .max_wait(Duration::ZERO)
-    .lease(InProcessLease::default())
+    let p = restarting(
+        "locked-eo",
+        log.clone(),
+        store.clone().exactly_once(Faulty::default()),
+    )
     // Lag on the store's own connection, which the blocked commit holds.
     .lag_source(SqliteLag::with_query(
         &store,
@@ -333,84 +463,45 @@ async fn lock_exactly_once() {
     .build()
     .unwrap();
     p.run().await;
-    wait(&p, "first events", WAIT, |s| {
-        s.offset == Some(Position::new(4))
-    })
-    .await;
+    wait_offset(&p, "first events", 4).await;
 
     let locker = Locker::take(&read, Duration::from_secs(25));
     append(&log, &mut fold, "a", &[4, 5]).await;
     append(&log, &mut fold, "b", &[20]).await;
-    let s = wait(&p, "the lock shows in last_error", PAST_BUSY_TIMEOUT, |s| {
-        s.last_error.is_some()
-    })
-    .await;
-    assert_restarting(&s, &["locked", "busy"]);
+    let (s, during) =
+        restarts_on(&p, "the lock", "under the lock", PAST_BUSY_TIMEOUT, LOCKED).await;
     assert_eq!(s.offset, Some(Position::new(4)), "{s:?}");
-    let s = prompt("state() under the lock", p.state()).await;
-    assert_ne!(s.phase, Phase::Failed);
+    assert_ne!(during.phase, Phase::Failed);
     locker.release();
 
-    wait(&p, "catch-up after the lock", WAIT, |s| {
-        s.offset == Some(Position::new(7))
-    })
-    .await;
-    let s = p.state().await;
+    let s = catch_up_and_stop(&p, "catch-up after the lock", 7).await;
     assert_eq!((s.handled, s.skipped), (7, 0), "{s:?}");
-    prompt("stop()", p.stop()).await;
-    assert_eq!(
-        sq::totals(&store).await,
-        fold.0,
-        "exactly once after the lock"
-    );
+    assert_totals(&store, &fold, "exactly once after the lock").await;
 }
 
 /// At-least-once sink (`AtLeastOnce` over `SqliteOffsetStore`): the offset
 /// save fails after the busy timeout, the events come again after the
 /// restart, none is missing.
 async fn lock_at_least_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let read = dir.path().join("read.db");
-    let store = SqliteOffsetStore::open(&read).await.unwrap();
-    let log = MemoryEventLog::default();
-    let mut fold = Fold::default();
-    append(&log, &mut fold, "a", &[1, 2]).await;
+    let (_dir, read, store, log, mut fold) = setup(false, &[1, 2]).await;
     let recorder = Recorder::default();
-    let p = Projection::builder(
+    let p = restarting(
         "locked-alo",
-        TYPE_NAME,
         log.clone(),
-        SerdeJson,
         AtLeastOnce::new(store.clone(), recorder.clone()),
     )
-    .error_strategy(ErrorStrategy::Skip)
-    .restart_backoff(Duration::from_millis(50), Duration::from_millis(400))
-    .max_wait(Duration::ZERO)
-    .lease(InProcessLease::default())
     .build()
     .unwrap();
     p.run().await;
-    wait(&p, "first events", WAIT, |s| {
-        s.offset == Some(Position::new(2))
-    })
-    .await;
+    wait_offset(&p, "first events", 2).await;
 
     let locker = Locker::take(&read, Duration::from_secs(25));
     append(&log, &mut fold, "a", &[3, 4]).await;
     append(&log, &mut fold, "b", &[5]).await;
-    let s = wait(&p, "the lock shows in last_error", PAST_BUSY_TIMEOUT, |s| {
-        s.last_error.is_some()
-    })
-    .await;
-    assert_restarting(&s, &["locked", "busy"]);
-    prompt("state() under the lock", p.state()).await;
+    restarts_on(&p, "the lock", "under the lock", PAST_BUSY_TIMEOUT, LOCKED).await;
     locker.release();
 
-    wait(&p, "catch-up after the lock", WAIT, |s| {
-        s.offset == Some(Position::new(5))
-    })
-    .await;
-    prompt("stop()", p.stop()).await;
+    catch_up_and_stop(&p, "catch-up after the lock", 5).await;
     assert_eq!(
         store.load("locked-alo").await.unwrap(),
         Some(Position::new(5))
@@ -439,46 +530,59 @@ async fn write_lock_beyond_the_busy_timeout_restarts_and_catches_up() {
     .await;
 }
 
+/// Stops `p` while `locker` holds the lock, then releases it; returns how
+/// long `stop()` took and the state right after it.
+async fn stop_under_lock<L, B, S>(
+    p: &Projection<L, B, S>,
+    locker: Locker,
+) -> (Duration, ProjectionState)
+where
+    L: EventLog,
+    S: ProjectionSink,
+    B: Binarize<S::Event>,
+{
+    let ((), took) = timed(p.stop()).await;
+    let s = p.state().await;
+    locker.release();
+    (took, s)
+}
+
+/// Whatever the last stop took, a new run catches up to `offset`.
+async fn run_and_catch_up<L, B, S>(p: &Projection<L, B, S>, offset: u64)
+where
+    L: EventLog,
+    S: ProjectionSink,
+    B: Binarize<S::Event>,
+{
+    p.run().await;
+    wait_offset(p, "catch-up", offset).await;
+    p.stop().await;
+}
+
 /// `stop()` while an `AtLeastOnce` offset save waits for the lock.
 async fn stop_under_lock_at_least_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let read = dir.path().join("read.db");
-    let store = SqliteOffsetStore::open(&read).await.unwrap();
-    let log = MemoryEventLog::default();
-    let mut fold = Fold::default();
-    append(&log, &mut fold, "a", &[1]).await;
+    let (_dir, read, store, log, mut fold) = setup(false, &[1]).await;
     let recorder = Recorder::default();
-    let p = Projection::builder(
+    let p = builder(
         "stop-alo",
-        TYPE_NAME,
         log.clone(),
-        SerdeJson,
         AtLeastOnce::new(store.clone(), recorder.clone()),
     )
-    .max_wait(Duration::ZERO)
     .lease(InProcessLease::default())
     .build()
     .unwrap();
     p.run().await;
-    wait(&p, "first event", WAIT, |s| {
-        s.offset == Some(Position::new(1))
-    })
-    .await;
+    wait_offset(&p, "first event", 1).await;
     let locker = Locker::take(&read, Duration::from_secs(15));
     append(&log, &mut fold, "a", &[2]).await;
     // The handler has seen the event: its offset save now waits for the lock.
-    let deadline = Instant::now() + WAIT;
-    while !recorder.seen().positions().contains(&2) {
-        assert!(Instant::now() < deadline, "event 2 not handled");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    poll_until("event 2 not handled", || {
+        recorder.seen().positions().contains(&2)
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let ((), took) = timed(p.stop()).await;
-    locker.release();
-    // Whatever stop took, the events are all there after a new run.
-    p.run().await;
-    wait(&p, "catch-up", WAIT, |s| s.offset == Some(Position::new(2))).await;
-    p.stop().await;
+    let (took, _) = stop_under_lock(&p, locker).await;
+    run_and_catch_up(&p, 2).await;
     assert!(
         took <= PROMPT,
         "stop() took {took:?} while an offset save waited for the lock (more than {PROMPT:?})"
@@ -488,48 +592,30 @@ async fn stop_under_lock_at_least_once() {
 /// `stop()` while the exactly-once batch waits for the lock, with the
 /// lease in the same (locked) file.
 async fn stop_under_lock_with_the_sqlite_lease() {
-    let dir = tempfile::tempdir().unwrap();
-    let read = dir.path().join("read.db");
-    let store = SqliteOffsetStore::open(&read).await.unwrap();
-    create_tables(&store).await;
-    let log = MemoryEventLog::default();
-    let mut fold = Fold::default();
-    append(&log, &mut fold, "a", &[1, 2]).await;
-    let make = || {
-        Projection::builder(
-            "stop-lease",
-            TYPE_NAME,
-            log.clone(),
-            SerdeJson,
-            store.clone().exactly_once(Faulty::default()),
-        )
-        .max_wait(Duration::ZERO)
-        .restart_backoff(Duration::from_millis(50), Duration::from_millis(400))
-        .lease(
-            SqliteLease::new(&read)
-                .ttl(Duration::from_secs(3))
-                .retry_interval(Duration::from_millis(50)),
-        )
-        .build()
-        .unwrap()
-    };
-    let p = make();
+    let (_dir, read, store, log, mut fold) = setup(true, &[1, 2]).await;
+    let p = builder(
+        "stop-lease",
+        log.clone(),
+        store.clone().exactly_once(Faulty::default()),
+    )
+    .restart_backoff(Duration::from_millis(50), Duration::from_millis(400))
+    .lease(
+        SqliteLease::new(&read)
+            .ttl(Duration::from_secs(3))
+            .retry_interval(Duration::from_millis(50)),
+    )
+    .build()
+    .unwrap();
     p.run().await;
-    wait(&p, "first events", WAIT, |s| {
-        s.offset == Some(Position::new(2))
-    })
-    .await;
+    wait_offset(&p, "first events", 2).await;
     let locker = Locker::take(&read, Duration::from_secs(14));
     append(&log, &mut fold, "a", &[3]).await;
     // The batch waits for the lock; a lease renewal (every ttl / 3) too.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let ((), took) = timed(p.stop()).await;
-    assert_eq!(p.state().await.phase, Phase::Stopped);
-    locker.release();
-    p.run().await;
-    wait(&p, "catch-up", WAIT, |s| s.offset == Some(Position::new(3))).await;
-    p.stop().await;
-    assert_eq!(sq::totals(&store).await, fold.0, "exactly once");
+    let (took, stopped) = stop_under_lock(&p, locker).await;
+    assert_eq!(stopped.phase, Phase::Stopped);
+    run_and_catch_up(&p, 3).await;
+    assert_totals(&store, &fold, "exactly once").await;
     assert!(
         took <= PROMPT,
         "stop() took {took:?} while the batch and the lease waited for the lock \
@@ -588,22 +674,15 @@ fn lease_child_process() {
             trace: Some(dir.join("trace")),
             ..Faulty::default()
         };
-        let p = Projection::builder(
-            SHARED,
-            TYPE_NAME,
-            log,
-            SerdeJson,
-            store.exactly_once(handler),
-        )
-        .max_wait(Duration::ZERO)
-        .restart_backoff(Duration::from_millis(50), Duration::from_millis(500))
-        .lease(
-            SqliteLease::new(&read)
-                .ttl(LEASE_TTL)
-                .retry_interval(Duration::from_millis(50)),
-        )
-        .build()
-        .expect("projection");
+        let p = builder(SHARED, log, store.exactly_once(handler))
+            .restart_backoff(Duration::from_millis(50), Duration::from_millis(500))
+            .lease(
+                SqliteLease::new(&read)
+                    .ttl(LEASE_TTL)
+                    .retry_interval(Duration::from_millis(50)),
+            )
+            .build()
+            .expect("projection");
         p.run().await;
         println!("child-ready");
         loop {
@@ -740,11 +819,7 @@ async fn two_processes_share_the_lease_and_the_survivor_takes_over_after_kill_9(
         takeover <= 5000,
         "the survivor took over {takeover} ms after SIGKILL (ttl {LEASE_TTL:?})"
     );
-    assert_eq!(
-        sq::totals(&store).await,
-        fold.0,
-        "exactly once across the kill"
-    );
+    assert_totals(&store, &fold, "exactly once across the kill").await;
 }
 
 // ---------------------------------------------------------------------------
@@ -809,59 +884,32 @@ async fn disk_full(name: &str, size: &str, blob: usize, events: usize, cache_pag
         let log = MemoryEventLog::default();
         let mut fold = Fold::default();
         append(&log, &mut fold, "a", &[1, 2]).await;
-        let p = Projection::builder(
-            name,
-            TYPE_NAME,
-            log.clone(),
-            SerdeJson,
-            store.clone().exactly_once(Faulty {
-                blob,
-                ..Faulty::default()
-            }),
-        )
-        .error_strategy(ErrorStrategy::Skip)
-        .batch_size(100)
-        .max_wait(Duration::from_millis(100))
-        .restart_backoff(Duration::from_millis(50), Duration::from_millis(400))
-        .lease(InProcessLease::default())
-        .build()
-        .unwrap();
+        let handler = Faulty {
+            blob,
+            ..Faulty::default()
+        };
+        let p = restarting(name, log.clone(), store.clone().exactly_once(handler))
+            .batch_size(100)
+            .max_wait(Duration::from_millis(100))
+            .build()
+            .unwrap();
         p.run().await;
-        wait(&p, "first events", WAIT, |s| {
-            s.offset == Some(Position::new(2))
-        })
-        .await;
+        wait_offset(&p, "first events", 2).await;
 
         let filler = mnt.join("filler");
         fill(&filler);
         let values: Vec<i64> = (3..).take(events).collect();
         append(&log, &mut fold, "a", &values).await;
-        let s = wait(&p, "disk full shows in last_error", WAIT, |s| {
-            s.last_error.is_some()
-        })
-        .await;
-        println!("[{name}] disk full: {:?}", s.last_error);
-        assert_restarting(&s, &["full", "space"]);
+        let during = "with a full disk";
+        let fault = format!("[{name}] disk full");
+        let (s, _) = restarts_on(&p, &fault, during, WAIT, &["full", "space"]).await;
         assert_eq!(s.offset, Some(Position::new(2)), "{s:?}");
-        prompt("state() with a full disk", p.state()).await;
-        prompt("stop() with a full disk", p.stop()).await;
-        p.run().await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop_and_run_again(&p, during).await;
         std::fs::remove_file(&filler).unwrap();
 
-        let last = Position::new(fold.events());
-        wait(&p, "catch-up after space is freed", WAIT, |s| {
-            s.offset == Some(last)
-        })
-        .await;
-        let s = p.state().await;
+        let s = catch_up_and_stop(&p, "catch-up after space is freed", fold.events()).await;
         assert_eq!(s.skipped, 0, "{s:?}");
-        prompt("stop()", p.stop()).await;
-        assert_eq!(
-            sq::totals(&store).await,
-            fold.0,
-            "exactly once after disk full"
-        );
+        assert_totals(&store, &fold, "exactly once after disk full").await;
         assert_eq!(
             blob_count(&store).await,
             i64::try_from(fold.events()).unwrap()
@@ -905,42 +953,26 @@ impl Drop for Immutable {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn immutable_file_restarts_and_catches_up_exactly_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let read = dir.path().join("read.db");
-    let store = SqliteOffsetStore::open(&read).await.unwrap();
-    create_tables(&store).await;
-    let log = MemoryEventLog::default();
-    let mut fold = Fold::default();
-    append(&log, &mut fold, "a", &[1, 2]).await;
-    let p = Projection::builder(
+    let (dir, read, store, log, mut fold) = setup(true, &[1, 2]).await;
+    let p = restarting(
         "immutable",
-        TYPE_NAME,
         log.clone(),
-        SerdeJson,
         store.clone().exactly_once(Faulty::default()),
     )
-    .error_strategy(ErrorStrategy::Skip)
-    .max_wait(Duration::ZERO)
-    .restart_backoff(Duration::from_millis(50), Duration::from_millis(400))
-    .lease(InProcessLease::default())
     .build()
     .unwrap();
     p.run().await;
-    wait(&p, "first events", WAIT, |s| {
-        s.offset == Some(Position::new(2))
-    })
-    .await;
+    wait_offset(&p, "first events", 2).await;
 
     let wal = dir.path().join("read.db-wal");
     let immutable = Immutable::set(vec![read.clone(), wal]);
     append(&log, &mut fold, "a", &[3, 4]).await;
-    let s = wait(&p, "the read-only file shows in last_error", WAIT, |s| {
-        s.last_error.is_some()
-    })
-    .await;
-    println!("immutable: {:?}", s.last_error);
-    assert_restarting(
-        &s,
+    let during = "on an immutable file";
+    restarts_on(
+        &p,
+        "the read-only file",
+        during,
+        WAIT,
         &[
             "readonly",
             "read-only",
@@ -948,25 +980,14 @@ async fn immutable_file_restarts_and_catches_up_exactly_once() {
             "permission",
             "not permitted",
         ],
-    );
-    prompt("state() on an immutable file", p.state()).await;
-    prompt("stop() on an immutable file", p.stop()).await;
-    p.run().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    )
+    .await;
+    stop_and_run_again(&p, during).await;
     drop(immutable);
 
-    wait(&p, "catch-up once writable", WAIT, |s| {
-        s.offset == Some(Position::new(4))
-    })
-    .await;
-    let s = p.state().await;
+    let s = catch_up_and_stop(&p, "catch-up once writable", 4).await;
     assert_eq!(s.skipped, 0, "{s:?}");
-    prompt("stop()", p.stop()).await;
-    assert_eq!(
-        sq::totals(&store).await,
-        fold.0,
-        "exactly once after read-only"
-    );
+    assert_totals(&store, &fold, "exactly once after read-only").await;
 }
 
 // ---------------------------------------------------------------------------
@@ -976,35 +997,23 @@ async fn immutable_file_restarts_and_catches_up_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rebuild_waits_for_the_lease_and_resets_only_once_it_holds_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let read = dir.path().join("read.db");
-    let store = SqliteOffsetStore::open(&read).await.unwrap();
-    create_tables(&store).await;
-    let log = MemoryEventLog::default();
-    let mut fold = Fold::default();
+    let (_dir, read, store, log, mut fold) = setup(true, &[1, 2]).await;
     let lease = SqliteLease::new(&read)
         .ttl(LEASE_TTL)
         .retry_interval(Duration::from_millis(20));
     let make = || {
-        Projection::builder(
+        builder(
             "rebuilt",
-            TYPE_NAME,
             log.clone(),
-            SerdeJson,
             store.clone().exactly_once(Faulty::default()),
         )
-        .max_wait(Duration::ZERO)
         .lease(lease.clone())
         .build()
         .unwrap()
     };
     let (p1, p2) = (make(), make());
-    append(&log, &mut fold, "a", &[1, 2]).await;
     p1.run().await;
-    wait(&p1, "holder handles", WAIT, |s| {
-        s.offset == Some(Position::new(2))
-    })
-    .await;
+    wait_offset(&p1, "holder handles", 2).await;
     p2.run().await;
     wait(&p2, "second waits", WAIT, |s| {
         s.phase == Phase::WaitingForLease
@@ -1021,15 +1030,13 @@ async fn rebuild_waits_for_the_lease_and_resets_only_once_it_holds_it() {
     assert_eq!(s2.phase, Phase::WaitingForLease, "{s2:?}");
     assert_eq!(s2.handled, 0, "{s2:?}");
     append(&log, &mut fold, "a", &[3]).await;
-    wait(&p1, "holder goes on", WAIT, |s| {
-        s.offset == Some(Position::new(3))
-    })
+    wait_offset(&p1, "holder goes on", 3).await;
+    assert_totals(
+        &store,
+        &fold,
+        "the waiting rebuild touched the holder's read model",
+    )
     .await;
-    assert_eq!(
-        sq::totals(&store).await,
-        fold.0,
-        "the waiting rebuild touched the holder's read model"
-    );
     assert_eq!(p1.state().await.skipped, 0);
 
     prompt("stop() of the holder", p1.stop()).await;
@@ -1039,7 +1046,7 @@ async fn rebuild_waits_for_the_lease_and_resets_only_once_it_holds_it() {
     .await;
     assert!(s2.last_error.is_none(), "{s2:?}");
     prompt("stop()", p2.stop()).await;
-    assert_eq!(sq::totals(&store).await, fold.0, "rebuilt from zero, once");
+    assert_totals(&store, &fold, "rebuilt from zero, once").await;
 }
 
 type BlockingProjection = Projection<MemoryEventLog, SerdeJson, SqliteExactlyOnce<Faulty>>;
@@ -1055,42 +1062,24 @@ async fn stopped_during_a_blocking_handler(
     Fold,
     BlockingProjection,
 ) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteOffsetStore::open(dir.path().join("read.db"))
-        .await
-        .unwrap();
-    create_tables(&store).await;
-    let log = MemoryEventLog::default();
-    let mut fold = Fold::default();
+    let (dir, _read, store, log, mut fold) = setup(true, &[1, 2]).await;
     let entered = Arc::new(AtomicBool::new(false));
     let handler = Faulty {
         block: Some((3, Duration::from_secs(4))),
         entered: entered.clone(),
         ..Faulty::default()
     };
-    let p = Projection::builder(
-        name,
-        TYPE_NAME,
-        log.clone(),
-        SerdeJson,
-        store.clone().exactly_once(handler),
-    )
-    .max_wait(Duration::ZERO)
-    .lease(InProcessLease::default())
-    .build()
-    .unwrap();
-    append(&log, &mut fold, "a", &[1, 2]).await;
+    let p = builder(name, log.clone(), store.clone().exactly_once(handler))
+        .lease(InProcessLease::default())
+        .build()
+        .unwrap();
     p.run().await;
-    wait(&p, "first events", WAIT, |s| {
-        s.offset == Some(Position::new(2))
+    wait_offset(&p, "first events", 2).await;
+    append(&log, &mut fold, "a", &[3]).await;
+    poll_until("the handler did not block", || {
+        entered.load(Ordering::SeqCst)
     })
     .await;
-    append(&log, &mut fold, "a", &[3]).await;
-    let deadline = Instant::now() + WAIT;
-    while !entered.load(Ordering::SeqCst) {
-        assert!(Instant::now() < deadline, "the handler did not block");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     prompt("state() during a blocking handler", p.state()).await;
     prompt("stop() during a blocking handler", p.stop()).await;
     (dir, store, log, fold, p)
@@ -1103,13 +1092,9 @@ async fn stop_during_a_blocking_handler_returns_and_the_next_run_is_exact() {
     assert_eq!((s.phase, s.running), (Phase::Stopped, false), "{s:?}");
     p.run().await;
     append(&log, &mut fold, "a", &[4]).await;
-    wait(&p, "next run", WAIT, |s| s.offset == Some(Position::new(4))).await;
+    wait_offset(&p, "next run", 4).await;
     prompt("stop()", p.stop()).await;
-    assert_eq!(
-        sq::totals(&store).await,
-        fold.0,
-        "exactly once across stop()"
-    );
+    assert_totals(&store, &fold, "exactly once across stop()").await;
 }
 
 /// `Projection::hand_to_sink` drops a transactional batch that has not
