@@ -148,7 +148,7 @@ async fn a_postgres_lease_is_free_when_stop_returns() {
     .expect("valid");
     let pool = pg::pool().await;
     let other = pool.get().await.expect("connection");
-    let key = PostgresLease::key(&name);
+    let key = PostgresLease::key("public", &name);
     let mut failures = 0;
     for _ in 0..10 {
         p.run().await;
@@ -175,6 +175,36 @@ async fn a_postgres_lease_is_free_when_stop_returns() {
         failures, 0,
         "after stop() returned, the advisory lock was still held {failures}/10 times"
     );
+}
+
+/// PostgreSQL leases of one projection name exclude each other in the same
+/// scope only: two deployments in different schemas of one database both run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_leases_of_one_name_exclude_each_other_per_scope_only() {
+    let url = support::database_url();
+    let name = unique("scoped");
+    let lease = |scope: &str| {
+        PostgresLease::from_url(&url)
+            .expect("url")
+            .retry_interval(Duration::from_millis(20))
+            .scope(scope)
+    };
+    let (billing, shipping) = (lease("billing"), lease("shipping"));
+    let held = billing.acquire(&name).await.expect("billing's lease");
+    let other = tokio::time::timeout(WAIT, shipping.acquire(&name))
+        .await
+        .expect("another scope is not blocked by billing's lease")
+        .expect("shipping's lease");
+    let same = lease("billing");
+    let blocked = tokio::time::timeout(Duration::from_millis(300), same.acquire(&name)).await;
+    assert!(blocked.is_err(), "billing's lease was taken twice");
+    held.release().await;
+    let taken = tokio::time::timeout(WAIT, same.acquire(&name))
+        .await
+        .expect("free once released")
+        .expect("billing's lease again");
+    taken.release().await;
+    other.release().await;
 }
 
 /// The offset store's PostgreSQL errors carry the server's message (here:

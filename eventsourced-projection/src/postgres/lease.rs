@@ -14,7 +14,13 @@ use tracing::debug;
 /// every `check_interval`; if the connection breaks, the lease counts as lost
 /// and the projection stops handling until it acquires the lease again.
 ///
-/// The lock key is a 64-bit FNV-1a hash of `"eventsourced-projection/" + name`.
+/// The lock key is a 64-bit FNV-1a hash of the lease's
+/// [`scope`](PostgresLease::scope) and the projection's name (see
+/// [`key`](PostgresLease::key)), so that projections of the same name kept
+/// in different schemas of one database do not exclude each other. The
+/// scope is the log's schema with [`for_log`](PostgresLease::for_log), and
+/// `public` otherwise; instances that must exclude each other need the same
+/// scope.
 /// [`for_log`](PostgresLease::for_log) connects as the log does, TLS
 /// included; [`new`](PostgresLease::new) and
 /// [`from_url`](PostgresLease::from_url) connect without TLS (for servers on
@@ -27,6 +33,7 @@ use tracing::debug;
 #[derive(Clone)]
 pub struct PostgresLease {
     server: Server,
+    scope: String,
     retry_interval: Duration,
     check_interval: Duration,
 }
@@ -49,6 +56,7 @@ impl fmt::Debug for PostgresLease {
         };
         f.debug_struct("PostgresLease")
             .field("server", server)
+            .field("scope", &self.scope)
             .field("retry_interval", &self.retry_interval)
             .field("check_interval", &self.check_interval)
             .finish()
@@ -56,8 +64,9 @@ impl fmt::Debug for PostgresLease {
 }
 
 impl PostgresLease {
-    /// A lease on the server of `config`; retries every 500 ms, checks every 1 s.
-    /// Without a connect timeout in `config`, connecting gives up after 10 s.
+    /// A lease on the server of `config`, in the scope `public`; retries
+    /// every 500 ms, checks every 1 s. Without a connect timeout in
+    /// `config`, connecting gives up after 10 s.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -85,6 +94,7 @@ impl PostgresLease {
         }
         PostgresLease {
             server: Server::Plain(Box::new(config)),
+            scope: "public".to_owned(),
             retry_interval: Duration::from_millis(500),
             check_interval: Duration::from_secs(1),
         }
@@ -92,7 +102,11 @@ impl PostgresLease {
 
     /// A lease on the server of `log`, with its connection settings (host,
     /// port, user, password, database, connect timeout, TLS) and an
-    /// `application_name` of `<its application name>-lease`.
+    /// `application_name` of `<its application name>-lease`, in the scope of
+    /// the log's schema (where [`PostgresOffsetStore::for_log`] keeps the
+    /// offsets).
+    ///
+    /// [`PostgresOffsetStore::for_log`]: crate::postgres::PostgresOffsetStore::for_log
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -121,6 +135,7 @@ impl PostgresLease {
         let mut config = log.config().clone();
         config.application_name = format!("{}-lease", config.application_name);
         PostgresLease {
+            scope: config.schema.clone(),
             server: Server::Log(Box::new(config)),
             ..Self::new(tokio_postgres::Config::new())
         }
@@ -143,6 +158,23 @@ impl PostgresLease {
                     reason: e.to_string(),
                 })?;
         Ok(Self::new(config))
+    }
+
+    /// The scope of the lock keys, `public` unless set: usually the schema
+    /// of the projection's offsets. Leases in different scopes never exclude
+    /// each other, whatever the projection names.
+    ///
+    /// ```
+    /// use eventsourced_projection::postgres::PostgresLease;
+    ///
+    /// let lease = PostgresLease::from_url("postgres://postgres@127.0.0.1/test").unwrap();
+    /// assert!(format!("{lease:?}").contains(r#"scope: "public""#));
+    /// let lease = lease.scope("billing");
+    /// assert!(format!("{lease:?}").contains(r#"scope: "billing""#));
+    /// ```
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = scope.into();
+        self
     }
 
     /// How often a waiting instance tries to take the lock.
@@ -175,17 +207,22 @@ impl PostgresLease {
         self
     }
 
-    /// The advisory lock key of the projection `name`.
+    /// The advisory lock key of the projection `name` in `scope`: the
+    /// FNV-1a hash of `eventsourced-projection/<scope length>:<scope>/<name>`
+    /// (the length keeps scope `a/b` with name `c` apart from scope `a` with
+    /// name `b/c`).
     ///
     /// ```
     /// use eventsourced_projection::postgres::PostgresLease;
     ///
-    /// assert_eq!(PostgresLease::key("totals"), PostgresLease::key("totals"));
-    /// assert_ne!(PostgresLease::key("totals"), PostgresLease::key("balances"));
+    /// assert_eq!(PostgresLease::key("public", "totals"), PostgresLease::key("public", "totals"));
+    /// assert_ne!(PostgresLease::key("public", "totals"), PostgresLease::key("public", "balances"));
+    /// assert_ne!(PostgresLease::key("public", "totals"), PostgresLease::key("billing", "totals"));
     /// ```
-    pub fn key(name: &str) -> i64 {
+    pub fn key(scope: &str, name: &str) -> i64 {
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in "eventsourced-projection/".bytes().chain(name.bytes()) {
+        let prefix = format!("eventsourced-projection/{}:{scope}/", scope.len());
+        for byte in prefix.bytes().chain(name.bytes()) {
             hash ^= u64::from(byte);
             hash = hash.wrapping_mul(0x0100_0000_01b3);
         }
@@ -217,7 +254,7 @@ impl PostgresLease {
             };
             let _ = connection_lost.send(reason).await;
         }));
-        let key = Self::key(name);
+        let key = Self::key(&self.scope, name);
         loop {
             let locked: bool = client
                 .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
@@ -234,7 +271,12 @@ impl PostgresLease {
             }
             tokio::time::sleep(self.retry_interval).await;
         }
-        debug!(projection = name, key, "advisory lock taken");
+        debug!(
+            projection = name,
+            scope = self.scope,
+            key,
+            "advisory lock taken"
+        );
         let client = Arc::new(client);
         let check_interval = self.check_interval;
         let checker = client.clone();
@@ -327,8 +369,11 @@ impl Lease for PostgresLease {
 mod tests {
     #[test]
     fn keys_are_stable_and_distinct() {
-        let a = super::PostgresLease::key("a");
-        assert_eq!(a, super::PostgresLease::key("a"));
-        assert_ne!(a, super::PostgresLease::key("b"));
+        let key = super::PostgresLease::key;
+        let a = key("s", "a");
+        assert_eq!(a, key("s", "a"));
+        assert_ne!(a, key("s", "b"));
+        assert_ne!(a, key("t", "a"));
+        assert_ne!(key("a/b", "c"), key("a", "b/c"));
     }
 }
